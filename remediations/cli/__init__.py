@@ -1,0 +1,1 @@
+"""Invoke task definitions, one module per group of tasks; tasks.py only assembles them."""

@@ -1,0 +1,58 @@
+"""`invoke fix-rate-limit` and `invoke fix-nginx`."""
+
+from __future__ import annotations
+
+from invoke import Context, task
+
+from remediations.cli.common import COMMON_HELP, fail_on_error, finish, load_hosts, on_result
+
+FIX_HELP = {**COMMON_HELP,
+            "check": "change nothing; report what would change (exit 2 if anything would)",
+            "diff": "print unified diffs (secret values masked)",
+            "lock_timeout": "seconds to wait for another run's host lock (default 30)"}
+
+
+def _run(task_name: str, make, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
+         accept_new_host_keys, lock_timeout) -> None:  # type: ignore[no-untyped-def]
+    from remediations.masking import Masker
+    from remediations.results import HostResult
+    from remediations.runner import Connect, run_hosts
+    from remediations.transaction import Options, execute
+    from remediations.transport import Transport
+
+    hosts = load_hosts(inventory, limit)
+    opts = Options(check=check, diff=diff, lock_timeout=float(lock_timeout))
+    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
+
+    def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
+        return execute(t, make(t.host), result.run_id, opts, result, masker)
+
+    run = run_hosts(task_name, hosts, conn, per_host, pending_is_2=check,
+                    on_result=on_result(json, check, diff))
+    finish(run, as_json=json, check=check)
+
+
+@task(help={**FIX_HELP, "no_restart": "edit .env only; the running service keeps its old values"},
+      auto_shortflags=False)
+@fail_on_error
+def fix_rate_limit(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
+                   diff: bool = False, json: bool = False, no_restart: bool = False, connect_timeout: float = 10,
+                   timeout: float = 60, forks: int = 10, accept_new_host_keys: bool = False,
+                   lock_timeout: float = 30) -> None:
+    """Set env_flags in the app's .env and recreate the service so the container holds them."""
+    from remediations.ratelimit import RateLimitFix
+
+    _run("fix-rate-limit", lambda h: RateLimitFix(h, restart=not no_restart), inventory, limit, check, diff, json,
+         connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout)
+
+
+@task(help=FIX_HELP, auto_shortflags=False)
+@fail_on_error
+def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
+              diff: bool = False, json: bool = False, connect_timeout: float = 10, timeout: float = 60,
+              forks: int = 10, accept_new_host_keys: bool = False, lock_timeout: float = 30) -> None:
+    """Ensure the WebSocket location's directives; nginx -t; reload; restore on failure."""
+    from remediations.nginxfix import NginxFix
+
+    _run("fix-nginx", NginxFix, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
+         accept_new_host_keys, lock_timeout)
