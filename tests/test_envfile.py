@@ -1,0 +1,333 @@
+"""remediations.envfile: set flags in a docker-compose env file without disturbing the rest of it."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from remediations.envfile import BOM, duplicate_keys, read_values, set_flags, validate_flags
+from remediations.errors import EnvFileError, RemediationError
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Values that later serve as injection test cases: each must reach the container literally.
+NASTY = [
+    "$",
+    "$HOME",
+    "$(touch /tmp/x)",
+    "`touch /tmp/x`",
+    "a;b",
+    "a b",
+    " lead and trail ",
+    "#",
+    "a #b",
+    "a#b",
+    "'",
+    '"',
+    'it\'s "quoted"',
+    "\\",
+    "a\\",
+    "\\'",
+    '\\"',
+    "\\n",
+    "",
+    "false",
+    "x=y",
+    "\t",
+    "ünï€ødé",
+    "${",
+]
+
+
+def readback(text: str, interpolate: bool = False) -> dict[str, str | None]:
+    return dotenv_values(stream=io.StringIO(text), interpolate=interpolate)
+
+
+def segments(text: str) -> list[tuple[str | None, str]]:
+    return [(b.key, b.original.string) for b in parse_stream(io.StringIO(text))]
+
+
+def assert_contract(before: str, after: str, flags: dict[str, str]) -> None:
+    """What every successful set_flags must satisfy, whatever the input."""
+    for interpolate in (False, True):  # True is how docker-compose 1.29 reads it
+        values = readback(after, interpolate)
+        assert {k: values.get(k) for k in flags} == flags
+    # every assignment of a flag, not just the last, reads as the desired value
+    assert all(b.value == flags[b.key] for b in parse_stream(io.StringIO(after)) if b.key in flags)
+    assert after.startswith(BOM) == before.startswith(BOM)
+    old, new = segments(before), segments(after)
+    missing = [k for k in flags if k not in {key for key, _ in old}]
+    for i, (key, seg) in enumerate(old):
+        if key in flags:
+            continue
+        got = new[i][1]
+        if i == len(old) - 1 and missing:
+            # the last statement may gain a newline; trailing blanks become the new key's leading blanks
+            assert got.startswith(seg) and (key is None or got in (seg, seg + "\n", seg + "\r\n", seg + "\r"))
+        else:
+            assert new[i] == (key, seg)  # untouched, byte for byte
+    new_keys = [key for key, _ in new if key is not None]
+    assert new_keys == [key for key, _ in old if key is not None] + missing
+    assert set_flags(after, flags) == after  # idempotent
+
+
+# --- unit tests: each rule -------------------------------------------------------------------------
+
+
+def test_unquoted_when_plain() -> None:
+    assert set_flags("WS_ENABLED=true\n", {"WS_ENABLED": "false"}) == "WS_ENABLED=false\n"
+
+
+def test_no_change_returns_same_bytes() -> None:
+    text = "# comment\nexport A='false'  # inline\r\nB=\"x y\"\n\n"
+    assert set_flags(text, {"A": "false", "B": "x y"}) == text
+
+
+def test_other_lines_kept() -> None:
+    text = '# head\n\n  OTHER = \'q u o t e d\' # note\nexport KEEP="a\\"b"\nWS=1\nLAST=z\n'
+    out = set_flags(text, {"WS": "2"})
+    assert out == text.replace("WS=1", "WS=2")
+
+
+def test_bom_kept() -> None:
+    out = set_flags(BOM + "WS=1\n", {"WS": "0", "NEW": "1"})
+    assert out == BOM + "WS=0\nNEW=1\n"
+
+
+def test_crlf_kept_and_used_for_new_lines() -> None:
+    out = set_flags("A=1\r\nWS=1\r\n", {"WS": "0", "NEW": "x"})
+    assert out == "A=1\r\nWS=0\r\nNEW=x\r\n"
+
+
+def test_export_prefix_comment_and_line_ending_kept() -> None:
+    out = set_flags("export WS=true   # keep me\r\nexport\tWS2='on'\n", {"WS": "false", "WS2": "off"})
+    assert out == "export WS=false   # keep me\r\nexport\tWS2=off\n"
+
+
+def test_no_final_newline() -> None:
+    assert set_flags("A=1", {"B": "2", "C": "3"}) == "A=1\nB=2\nC=3\n"
+    assert set_flags("# only a comment", {"B": "2"}) == "# only a comment\nB=2\n"
+    assert set_flags("", {"B": "2"}) == "B=2\n"
+
+
+def test_edit_of_last_line_without_newline() -> None:
+    assert set_flags("A=1\nWS=1", {"WS": "0"}) == "A=1\nWS=0"
+
+
+def test_new_keys_at_end_in_given_order() -> None:
+    out = set_flags("A=1\n", {"Z": "1", "B": "2", "A": "1"})
+    assert out == "A=1\nZ=1\nB=2\n"
+
+
+def test_commented_out_assignment_is_not_an_assignment() -> None:
+    text = "# WS_RATE_LIMIT_ENABLED=true\n#WS_RATE_LIMIT_ENABLED=false\n"
+    out = set_flags(text, {"WS_RATE_LIMIT_ENABLED": "false"})
+    assert out == text + "WS_RATE_LIMIT_ENABLED=false\n"
+
+
+def test_duplicates_all_get_the_value() -> None:
+    text = "WS=1\nA=x\nexport WS='1' # again\nWS=0\n"
+    out = set_flags(text, {"WS": "0"})
+    assert out == "WS=0\nA=x\nexport WS=0 # again\nWS=0\n"
+    assert duplicate_keys(text, ["WS", "A", "MISSING", "WS"]) == ["WS"]
+
+
+def test_bare_key_counts_as_assignment() -> None:
+    # `WS` alone makes python-dotenv (and compose) read None, so it must be set too
+    assert set_flags("WS\nexport WS # note\n", {"WS": "1"}) == "WS=1\nexport WS=1 # note\n"
+    assert read_values("WS\n") == {"WS": None}
+
+
+def test_comment_glued_to_a_value_gets_a_space() -> None:
+    out = set_flags("WS='a'#note\n", {"WS": "b"})
+    assert out == "WS=b #note\n"
+    assert readback(out) == {"WS": "b"}
+
+
+def test_empty_value_with_inline_comment() -> None:
+    assert set_flags("WS= # why\n", {"WS": "on"}) == "WS= on # why\n"
+
+
+def test_multiline_quoted_value_replaced() -> None:
+    out = set_flags('WS="line1\nline2"\nB=2\n', {"WS": "one"})
+    assert out == "WS=one\nB=2\n"
+
+
+@pytest.mark.parametrize("value", NASTY[:-1])
+def test_quoting_round_trip(value: str) -> None:
+    for text in ("", "WS=old\n", "export WS='old' # c\n", "WS\n"):
+        out = set_flags(text, {"WS": value})
+        assert_contract(text, out, {"WS": value})
+
+
+def test_quoting_styles() -> None:
+    assert set_flags("", {"A": "a b"}) == "A='a b'\n"
+    assert set_flags("", {"A": "it's"}) == 'A="it\'s"\n'
+    assert set_flags("", {"A": "a\\b"}) == 'A="a\\\\b"\n'
+    assert set_flags("", {"A": ""}) == "A=\n"
+
+
+def test_read_values_last_assignment_no_interpolation() -> None:
+    assert read_values("A=1\nB='${A}'\nA=2\n# C=3\n") == {"A": "2", "B": "${A}"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ({"1A": "x"}, "variable name"),
+        ({"A-B": "x"}, "variable name"),
+        ({"": "x"}, "variable name"),
+        ({"É": "x"}, "variable name"),
+        ({"A": "a\nb"}, "newline"),
+        ({"A": "a\rb"}, "carriage return"),
+        ({"A": "a\0b"}, "NUL"),
+        ({"A": "${HOME}"}, "${"),
+        ({"A": "x${"}, "${"),
+    ],
+)
+def test_bad_flags_refused(flags: dict[str, str], words: str) -> None:
+    with pytest.raises(EnvFileError) as caught:
+        validate_flags(flags)
+    assert words in caught.value.message and caught.value.hint
+    text = "A=1\n"
+    with pytest.raises(EnvFileError):
+        set_flags(text, {"OK": "1", **flags})
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("A=1\nB='unterminated\n", 2),
+        ('A=1\r\n\r\n  C="x\r\nD=4\r\n', 3),
+        ("# c\n=nokey\n", 2),
+        ("A='x' junk\n", 1),
+    ],
+)
+def test_unparseable_text_refused_with_line(text: str, line: int) -> None:
+    for call in (
+        lambda: set_flags(text, {"A": "1"}),
+        lambda: read_values(text),
+        lambda: duplicate_keys(text, ["A"]),
+    ):
+        with pytest.raises(EnvFileError, match=rf"\bline {line}\b") as caught:
+            call()
+        assert caught.value.hint
+
+
+# --- property tests --------------------------------------------------------------------------------
+
+TARGETS = ["WS_A", "WS_B", "_x9"]
+keys = st.sampled_from([*TARGETS, "OTHER"])
+plain_values = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=12)
+values = (st.sampled_from(NASTY) | plain_values).filter(lambda v: "${" not in v)
+flag_sets = st.dictionaries(st.sampled_from(TARGETS), values, min_size=1, max_size=3)
+eols = st.sampled_from(["\n", "\r\n"])
+
+
+@st.composite
+def quoted(draw: st.DrawFn) -> str:
+    value = draw(values)
+    style = draw(st.sampled_from(["plain", "single", "double"]))
+    if style == "single" and "'" not in value and "\\" not in value:
+        return f"'{value}'"
+    if style == "double" or not re.fullmatch(r"[\w.-]*", value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+@st.composite
+def env_lines(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["assign", "assign", "comment", "commented", "blank", "bare"]))
+    key = draw(keys)
+    if kind == "comment":
+        return "# " + draw(plain_values)
+    if kind == "commented":
+        return f"# {key}={draw(quoted())}"
+    if kind == "blank":
+        return draw(st.sampled_from(["", "  ", "\t"]))
+    prefix = draw(st.sampled_from(["", "export ", "  "]))
+    if kind == "bare":
+        return prefix + key
+    spacing = draw(st.sampled_from(["=", " = ", "= "]))
+    comment = draw(st.sampled_from(["", " # note", "  #x"]))
+    return f"{prefix}{key}{spacing}{draw(quoted())}{comment}"
+
+
+@st.composite
+def env_texts(draw: st.DrawFn) -> str:
+    eol = draw(eols)
+    text = eol.join(draw(st.lists(env_lines(), max_size=8)))
+    if text and draw(st.booleans()):
+        text += eol
+    return (BOM if draw(st.booleans()) else "") + text
+
+
+@FAST
+@given(env_texts(), flag_sets)
+def test_property_contract(text: str, flags: dict[str, str]) -> None:
+    assert_contract(text, set_flags(text, flags), flags)
+
+
+@FAST
+@given(env_texts(), flag_sets)
+def test_property_idempotent(text: str, flags: dict[str, str]) -> None:
+    once = set_flags(text, flags)
+    assert set_flags(once, flags) == once
+
+
+@FAST
+@given(env_texts(), flag_sets)
+def test_property_untouched_lines_kept(text: str, flags: dict[str, str]) -> None:
+    out = set_flags(text, flags)
+    kept = [seg for key, seg in segments(text) if key not in flags]
+    for seg in kept:  # each non-target statement (with its comments/blank lines) survives verbatim
+        assert seg.rstrip("\r\n") in out
+    if all(read_values(text).get(k) == v for k, v in flags.items()) and not duplicate_keys(text, flags):
+        assert out == text
+
+
+@FAST
+@given(env_texts(), flag_sets)
+def test_property_reads_back(text: str, flags: dict[str, str]) -> None:
+    out = set_flags(text, flags)
+    assert {k: readback(out)[k] for k in flags} == flags
+    assert {k: readback(out, interpolate=True)[k] for k in flags} == flags
+
+
+fuzz_text = st.text(alphabet=st.sampled_from(list("WS_AB= #'\"\\$ {}x\t\r\nexport\ufeff\x0b\x85")), max_size=40)
+fuzz_flags = st.dictionaries(  # mostly valid flags, so the success path gets fuzzed too
+    st.sampled_from(["WS_A", "WS_B", "e", "x"]), st.text(alphabet=list("ab #'\"\\${}\t="), max_size=6), max_size=3
+) | st.dictionaries(
+    st.sampled_from(["WS_A", "1X", "A-B", ""]), st.text(alphabet=list("ab\n\r\0${"), max_size=6), max_size=3
+)
+
+
+def _text_parses(text: str) -> bool:
+    return not any(b.error for b in parse_stream(io.StringIO(text)))
+
+
+def _flags_valid(flags: dict[str, str]) -> bool:
+    try:
+        validate_flags(flags)
+    except EnvFileError:
+        return False
+    return True
+
+
+@settings(max_examples=600, deadline=None)
+@given(fuzz_text, fuzz_flags)
+def test_fuzz_contract_or_envfile_error(text: str, flags: dict[str, str]) -> None:
+    try:
+        out = set_flags(text, flags)
+    except RemediationError as error:
+        assert isinstance(error, EnvFileError)
+        # refusing is only allowed for bad input, never as a way out of a rewrite it got wrong
+        assert not (_flags_valid(flags) and _text_parses(text)), str(error)
+        return
+    assert_contract(text, out, flags)
