@@ -26,8 +26,12 @@ from remediations.lab import image
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = Path(__file__).parent / "files"
-SUBNET = "10.231.7"
-BRIDGE = "wsg-br0"
+# Several labs can run side by side (one per developer or CI job): WSGUARD_LAB_ID picks the subnet,
+# the bridge, the namespace names and the state directory.
+LAB_ID = int(os.environ.get("WSGUARD_LAB_ID", "0"))
+SUBNET = f"10.231.{7 + LAB_ID}"
+BRIDGE = f"wsg{LAB_ID}-br"
+PREFIX = f"wsg{LAB_ID}-"
 SITE_NAME = "api.wealthwarriorshub.test"
 APP_DIR = "/opt/wealth-coach-ai"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -41,8 +45,14 @@ REQUIRED = ["ip", "unshare", "nsenter", "sshd", "nginx", "podman", "docker-compo
             "iptables", "tc", "ssh-keygen", "openssl", "runc"]
 
 
+def cache_dir() -> Path:
+    """The image cache and store, shared by every lab on the machine (kept by `down`)."""
+    return Path(os.environ.get("WSGUARD_LAB_CACHE", REPO / ".lab-cache"))
+
+
 def lab_dir() -> Path:
-    return Path(os.environ.get("WSGUARD_LAB_DIR", REPO / ".lab"))
+    default = REPO / (".lab" if LAB_ID == 0 else f".lab-{LAB_ID}")
+    return Path(os.environ.get("WSGUARD_LAB_DIR", default))
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,11 @@ class LabHost:
 
     @property
     def veth(self) -> str:
-        return f"wsg-{self.name}"
+        return PREFIX + self.name
+
+    @property
+    def netns(self) -> str:
+        return PREFIX + self.name
 
     @property
     def root(self) -> Path:
@@ -107,7 +121,7 @@ def sh(cmd: str | list[str], check: bool = True, timeout: float = 120,
 
 
 def nsenter_argv(h: LabHost) -> list[str]:
-    return ["nsenter", f"--mount={h.mnt_ns}", f"--uts={h.uts_ns}", f"--net=/run/netns/{h.name}",
+    return ["nsenter", f"--mount={h.mnt_ns}", f"--uts={h.uts_ns}", f"--net=/run/netns/{h.netns}",
             "--", "env", "-i", f"PATH={HOST_PATH}", "HOME=/root", "LANG=C.UTF-8", "USER=root", "LOGNAME=root"]
 
 
@@ -154,7 +168,7 @@ def is_mountpoint(path: Path) -> bool:
 
 
 def is_running(h: LabHost) -> bool:
-    if not Path(f"/run/netns/{h.name}").exists() or not is_mountpoint(h.mnt_ns):
+    if not Path(f"/run/netns/{h.netns}").exists() or not is_mountpoint(h.mnt_ns):
         return False
     pid = h.path("/run/sshd.pid")
     try:
@@ -258,7 +272,7 @@ def prepare_files(h: LabHost, profile: str, state: dict, image_ref: str) -> None
     containers = h.path("/etc/containers")
     shutil.copytree("/etc/containers", containers, dirs_exist_ok=True)
     shutil.copy(FILES / "containers.conf", containers / "containers.conf")
-    store = lab_dir() / "images" / "storage"
+    store = cache_dir() / "images" / "storage"
     _write(containers / "storage.conf",
            '[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
            'runroot = "/run/containers/storage"\n\n[storage.options]\n'
@@ -293,10 +307,10 @@ def _ensure_client_key() -> None:
 def _start_host(h: LabHost, profile: str, state: dict, image_ref: str) -> None:
     _teardown(h)  # a half-made host from an interrupted run is remade whole
     prepare_files(h, profile, state, image_ref)
-    sh(f"ip netns add {h.name} && ip link add {h.veth} type veth peer name eth0 netns {h.name} "
+    sh(f"ip netns add {h.netns} && ip link add {h.veth} type veth peer name eth0 netns {h.netns} "
        f"&& ip link set {h.veth} master {BRIDGE} up "
-       f"&& ip -n {h.name} addr add {h.address}/24 dev eth0 && ip -n {h.name} link set eth0 up "
-       f"&& ip -n {h.name} link set lo up")
+       f"&& ip -n {h.netns} addr add {h.address}/24 dev eth0 && ip -n {h.netns} link set eth0 up "
+       f"&& ip -n {h.netns} link set lo up")
     for f in (h.mnt_ns, h.uts_ns):
         f.touch()
     binds = "".join(f"mount --bind '{h.root}/{d}' /{d}\n" for d in BIND_DIRS + BIND_FILES)
@@ -326,16 +340,16 @@ def start_daemons(h: LabHost) -> None:
     run_on(h, DAEMONS, timeout=120)
 
 
-def _netns_inode(name: str) -> int | None:
+def _netns_inode(netns: str) -> int | None:
     try:
-        return os.stat(f"/run/netns/{name}").st_ino
+        return os.stat(f"/run/netns/{netns}").st_ino
     except OSError:
         return None
 
 
 def host_pids(h: LabHost) -> list[int]:
     """Every process on the host: those in its network namespace (found by inode, killed by PID)."""
-    ino = _netns_inode(h.name)
+    ino = _netns_inode(h.netns)
     if ino is None:
         return []
     pids = []
@@ -369,8 +383,8 @@ def _teardown(h: LabHost) -> None:
             pass
         if not is_mountpoint(f):
             f.unlink(missing_ok=True)
-    if Path(f"/run/netns/{h.name}").exists():
-        sh(["ip", "netns", "del", h.name], check=False)
+    if Path(f"/run/netns/{h.netns}").exists():
+        sh(["ip", "netns", "del", h.netns], check=False)
     sh(["ip", "link", "del", h.veth], check=False)
 
 
@@ -412,7 +426,7 @@ def up(count: int = 3, profile: str = "seed") -> tuple[list[LabHost], list[str]]
     _ensure_client_key()
     _ensure_ns_dir()
     _ensure_bridge()
-    ref = image.ensure_image(d / "cache", d / "images")
+    ref = image.ensure_image(cache_dir() / "cache", cache_dir() / "images")
     wanted = [LabHost(f"lab{i}", i) for i in range(1, count + 1)]
     todo = [h for h in wanted if not is_running(h)]
     for h in wanted:

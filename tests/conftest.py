@@ -1,0 +1,98 @@
+"""Shared fixtures: ONE lab for the whole session (brought up once, torn down at the end).
+
+The test lab has its own id (WSGUARD_LAB_ID, default 5: its own subnet, bridge, namespaces and
+state dir), so running the suite never touches a lab you brought up by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WSGUARD_LAB_ID", "5")
+os.environ.pop("WSGUARD_SUDO_PASSWORD", None)
+os.environ.pop("WSGUARD_INVENTORY", None)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LAB_HOSTS = int(os.environ.get("WSGUARD_TEST_HOSTS", "5"))
+
+
+def lab_supported() -> str | None:
+    if sys.platform != "linux":
+        return "the lab needs Linux"
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    return None
+
+
+class Lab:
+    """Handles onto the running test lab for tests: run commands on hosts, reset them, call tasks."""
+
+    def __init__(self) -> None:
+        from remediations.lab import hosts
+
+        self.m = hosts
+        self.dir = hosts.lab_dir()
+        self.inventory = str(self.dir / "inventory.yml")
+        self.ssh_config = str(self.dir / "ssh" / "ssh_config")
+        state = hosts.load_state()
+        self.token: str = state["token"]
+        self.secret: str = state["openai_key"]
+        self.sudo_password: str = state["sudo_password"]
+
+    def host(self, name: str):  # type: ignore[no-untyped-def]
+        return self.m.host(name)
+
+    def address(self, name: str) -> str:
+        return self.m.host(name).address
+
+    def sh(self, name: str, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.m.run_on(self.m.host(name), cmd, check=check, timeout=timeout)
+
+    def read(self, name: str, path: str) -> bytes:
+        return self.m.host(name).path(path).read_bytes() if _bound(path) else \
+            self.sh(name, f"cat {path}").stdout.encode()
+
+    def reset(self, *names: str, profile: str | None = None) -> None:
+        for n in names:
+            self.m.reset(self.m.host(n), profile=profile)
+
+    def invoke(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a task through the real CLI, as a user would."""
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run([str(BIN / "invoke"), *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout, env=full_env, input=input)
+
+
+def _bound(path: str) -> bool:
+    from remediations.lab.hosts import BIND_DIRS
+
+    return any(path.lstrip("/").startswith(d + "/") for d in BIND_DIRS)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    why = lab_supported()
+    if why:
+        pytest.skip(f"{why}: lab tests need Linux and root (run `bash scripts/test.sh` as root)")
+    from remediations.lab import hosts
+
+    hosts.up(LAB_HOSTS, "seed")
+    yield Lab()
+    if not os.environ.get("WSGUARD_KEEP_LAB"):
+        hosts.down()
+
+
+@pytest.fixture
+def clean(lab: Lab) -> Iterator[Lab]:
+    """Every lab host back to its initial state after the test (the tests share one lab)."""
+    yield lab
+    for h in lab.m.running_hosts():
+        lab.m.reset(h, profile="seed")
