@@ -56,3 +56,4 @@ def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None
 
     _run("fix-nginx", NginxFix, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
          accept_new_host_keys, lock_timeout)
+TASKS = [fix_rate_limit, fix_nginx]

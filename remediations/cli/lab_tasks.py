@@ -88,4 +88,4 @@ def reset(c: Context, host: str | None = None) -> None:
         print(f"{h.name}: reset")
 
 
-ns = Collection(up, down, status, exec, fault, reset)
+NAMESPACE = ("lab", Collection(up, down, status, exec, fault, reset))
