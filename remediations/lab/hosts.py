@@ -42,7 +42,7 @@ BIND_FILES = ["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow", "etc/hosts
 PROFILES = ("seed", "stock")
 FAULTS = ("linkdown", "blackhole", "drop", "restore")
 REQUIRED = ["ip", "unshare", "nsenter", "sshd", "nginx", "podman", "docker-compose", "docker", "sudo",
-            "iptables", "tc", "ssh-keygen", "openssl", "runc"]
+            "iptables", "tc", "ssh-keygen", "openssl", "runc", "curl"]
 
 
 def cache_dir() -> Path:
@@ -333,6 +333,11 @@ until [ -S /run/docker.sock ]; do
 done
 cd {APP_DIR}
 docker-compose up -d --no-color backend >/var/log/compose-up.log 2>&1 || {{ cat /var/log/compose-up.log >&2; exit 1; }}
+i=0
+until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
+  i=$((i+1)); [ $i -lt 300 ] || {{ echo 'the backend did not answer on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
+  sleep 0.05
+done
 """
 
 
@@ -489,6 +494,11 @@ RESET = f"""
 cd {APP_DIR} && docker-compose up -d --no-color --force-recreate backend >/var/log/compose-up.log 2>&1 \
   || {{ cat /var/log/compose-up.log >&2; exit 1; }}
 if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload; else nginx; fi
+i=0
+until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
+  i=$((i+1)); [ $i -lt 300 ] || {{ echo 'the backend did not answer on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
+  sleep 0.05
+done
 """
 
 
