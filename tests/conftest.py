@@ -94,5 +94,7 @@ def lab() -> Iterator[Lab]:
 def clean(lab: Lab) -> Iterator[Lab]:
     """Every lab host back to its initial state after the test (the tests share one lab)."""
     yield lab
-    for h in lab.m.running_hosts():
-        lab.m.reset(h, profile="seed")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda h: lab.m.reset(h, profile="seed"), lab.m.running_hosts()))

@@ -61,3 +61,19 @@ def on_result(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] |
     from remediations import report
 
     return lambda r: report.print_host(r, check=check, diff=diff)
+
+
+def number(flag: str, value: object, *, minimum: float = 0, integer: bool = False) -> float:
+    """Numeric flags arrive as text (invoke would raise a traceback on `--timeout abc`): check them here."""
+    from remediations.errors import RemediationError
+
+    try:
+        n = float(str(value))
+        if integer and n != int(n):
+            raise ValueError
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise RemediationError(f"--{flag.replace('_', '-')} must be {kind}, got {value!r}") from None
+    if n < minimum or n != n:
+        raise RemediationError(f"--{flag.replace('_', '-')} must be at least {minimum:g}, got {value!r}")
+    return int(n) if integer else n

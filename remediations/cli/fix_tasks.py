@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, fail_on_error, finish, load_hosts, on_result
+from remediations.cli.common import COMMON_HELP, fail_on_error, finish, load_hosts, number, on_result
 
 FIX_HELP = {**COMMON_HELP,
             "check": "change nothing; report what would change (exit 2 if anything would)",
@@ -20,9 +22,13 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
     from remediations.transaction import Options, execute
     from remediations.transport import Transport
 
+    conn = Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
+                   accept_new_host_keys, int(number("forks", forks, minimum=1, integer=True)))
+    lock_timeout = number("lock_timeout", lock_timeout)
     hosts = load_hosts(inventory, limit)
-    opts = Options(check=check, diff=diff, lock_timeout=float(lock_timeout))
-    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
+    # WSGUARD_TEST_PAUSE widens the window between upload and rename, for the fault tests only.
+    opts = Options(check=check, diff=diff, lock_timeout=float(lock_timeout),
+                   pause_before_rename=float(os.environ.get("WSGUARD_TEST_PAUSE", "0")))
 
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         return execute(t, make(t.host), result.run_id, opts, result, masker)
@@ -36,9 +42,9 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
       auto_shortflags=False)
 @fail_on_error
 def fix_rate_limit(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
-                   diff: bool = False, json: bool = False, no_restart: bool = False, connect_timeout: float = 10,
-                   timeout: float = 60, forks: int = 10, accept_new_host_keys: bool = False,
-                   lock_timeout: float = 30) -> None:
+                   diff: bool = False, json: bool = False, no_restart: bool = False, connect_timeout: str = "10",
+                   timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False,
+                   lock_timeout: str = "30") -> None:
     """Set env_flags in the app's .env and recreate the service so the container holds them."""
     from remediations.ratelimit import RateLimitFix
 
@@ -49,8 +55,8 @@ def fix_rate_limit(c: Context, inventory: str | None = None, limit: str | None =
 @task(help=FIX_HELP, auto_shortflags=False)
 @fail_on_error
 def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
-              diff: bool = False, json: bool = False, connect_timeout: float = 10, timeout: float = 60,
-              forks: int = 10, accept_new_host_keys: bool = False, lock_timeout: float = 30) -> None:
+              diff: bool = False, json: bool = False, connect_timeout: str = "10", timeout: str = "60",
+              forks: str = "10", accept_new_host_keys: bool = False, lock_timeout: str = "30") -> None:
     """Ensure the WebSocket location's directives; nginx -t; reload; restore on failure."""
     from remediations.nginxfix import NginxFix
 
