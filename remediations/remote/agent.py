@@ -160,16 +160,35 @@ def read_json(path, default=None):
         return default
 
 
+LATEST_CHANGED = "latest-changed"
+
+
+def rollback_candidate(m):
+    """A run that changed files on disk and was not failed-and-restored (what `rollback` undoes by default)."""
+    return bool(m.get("files")) and not (m.get("status") == "failed" and m.get("restored"))
+
+
+def run_order(name, m):
+    # Run ids sort by the controller's clock to the second; within one second, the host's start time.
+    return (name.split("-", 1)[0], str(m.get("time") or ""), m.get("started") or 0.0, name)
+
+
 def journal_runs(detail):
+    """Manifests, newest first; the old bytes of the run `detail` (an id, or LATEST_CHANGED) come too."""
     runs = []
     try:
-        names = sorted(os.listdir(RUNS), reverse=True)
+        names = os.listdir(RUNS)
     except OSError:
-        return runs
+        return []
+    found = []
     for name in names:
         m = read_json(os.path.join(RUNS, name, "manifest.json"))
-        if m is None:
-            continue
+        if m is not None:
+            found.append((run_order(name, m), name, m))
+    found.sort(key=lambda x: x[0], reverse=True)
+    if detail == LATEST_CHANGED:
+        detail = next((name for _, name, m in found if rollback_candidate(m)), None)
+    for _, name, m in found:
         if detail == name:
             for f in m.get("files", []):
                 try:
@@ -191,8 +210,61 @@ def op_facts(req):
     if req.get("nginx"):
         out["nginx"] = nginx_facts()
     if req.get("journal") is not None:
-        out["runs"] = journal_runs(req["journal"].get("detail"))
+        runs = journal_runs(req["journal"].get("detail"))
+        out["runs"] = runs
         out["pending"] = read_json(PENDING, {})
+        detailed = next((m for m in runs if any("old_content" in f for f in m.get("files", []))), None)
+        out["detail"] = detailed.get("run_id") if detailed else None
+        if detailed and req["journal"].get("detail_files"):
+            # The files that run changed, as they are now: rollback compares and plans in this same round trip.
+            asked = set(req.get("files", []))
+            out["files"] = [file_facts(p) for p in req.get("files", [])] + [
+                file_facts(f["path"]) for f in detailed.get("files", []) if f["path"] not in asked]
+    if req.get("diagnose"):
+        out["diagnose"] = diagnose_facts(req["diagnose"])
+    return out
+
+
+# -- diagnose facts (additive: only when a facts request carries "diagnose") -------------------
+
+MAX_TAIL_LINES = 5000
+MAX_TAIL_BYTES = 2 * 1024 * 1024
+
+
+def tail_file(path, n):
+    """The last n lines of a file, reading at most MAX_TAIL_BYTES from its end."""
+    info = {"path": path, "lines": [], "error": None}
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - MAX_TAIL_BYTES))
+            data = f.read()
+        info["size"] = size
+    except OSError as exc:
+        info["error"] = f"{path}: {exc.strerror}"
+        return info
+    lines = text(data).splitlines()
+    if size > MAX_TAIL_BYTES and lines:
+        lines = lines[1:]  # the first line read is cut
+    info["lines"] = lines[-n:] if n else []
+    return info
+
+
+def diagnose_facts(spec):
+    """Bounded log tails for `invoke diagnose`: the backend container's log and nginx's error log."""
+    n = max(0, min(int(spec.get("tail", 500)), MAX_TAIL_LINES))
+    out = {"now": time.time()}  # type: dict
+    container = spec.get("container")
+    if container:
+        code, data, err = sh(["sh", "-c", 'exec docker logs --tail="$1" "$2" 2>&1', "sh", str(n), container],
+                             timeout=int(spec.get("timeout", 20)))
+        data = data[-MAX_TAIL_BYTES:]
+        out["backend_logs"] = {"container": container, "lines": text(data).splitlines()[-n:] if n else [],
+                               "error": None if code == 0 else (text(data + err).strip()[-500:] or f"exit {code}")}
+    if spec.get("error_log"):
+        out["nginx_error_log"] = tail_file(spec["error_log"], max(0, min(int(spec.get("error_log_tail", n)),
+                                                                        MAX_TAIL_LINES)))
     return out
 
 
@@ -361,10 +433,12 @@ HANDLERS = {"nginx_reload": handler_nginx_reload, "compose_recreate": handler_co
 
 
 def prune(keep, current):
+    """Keep the newest `keep` runs (in journal order); the current run is never removed."""
     try:
-        names = sorted(os.listdir(RUNS))
+        names = os.listdir(RUNS)
     except OSError:
         return []
+    names.sort(key=lambda n: run_order(n, read_json(os.path.join(RUNS, n, "manifest.json"), {}) or {}))
     old = [n for n in names if n != current][: max(0, len(names) - keep)]
     import shutil
 
@@ -385,7 +459,8 @@ def op_apply(req):
     run_dir = os.path.join(RUNS, run_id)
     manifest = {"run_id": run_id, "task": req["task"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "controller": req.get("controller", {}), "files": [], "handlers": [], "handlers_run": [],
-                "handlers_pending": [], "status": "applying", "rollback_of": req.get("rollback_of")}
+                "handlers_pending": [], "status": "applying", "rollback_of": req.get("rollback_of"),
+                "started": time.time()}
     result = {"run_id": run_id, "files": [], "handlers": [], "error": None, "pruned": []}
     done = []
     pending = read_json(PENDING, {})
@@ -402,10 +477,12 @@ def op_apply(req):
                     old = fh.read()
             except OSError as exc:
                 raise Failed("read", "cannot read %s: %s" % (path, exc.strerror)) from None
+            new = base64.b64decode(f["content"])
+            if old == new and "mode" not in f:
+                continue  # a concurrent run already wrote exactly these bytes: nothing to do
             if sha256(old) != f["expect_sha256"]:
                 raise Failed("conflict", "%s changed on the host since its facts were read (sha256 %s, expected %s)"
                              % (path, sha256(old)[:12], f["expect_sha256"][:12]))
-            new = base64.b64decode(f["content"])
             backup = "file-%d.orig" % i
             with open(os.path.join(run_dir, backup), "wb") as b:
                 b.write(old)
@@ -428,6 +505,7 @@ def op_apply(req):
                 restore(done, run_id)
                 ok_after, _ = nginx_test()
                 done = []
+                manifest["restored"] = True
                 raise Failed("validate", "nginx -t failed after the edit; the old file is restored%s:\n%s"
                              % ("" if ok_after else " (but nginx -t still fails: the cause is elsewhere)", message),
                              {"nginx_t": message, "restored": True, "nginx_t_after_restore": ok_after})
