@@ -358,32 +358,53 @@ def _skeleton(stmts: list[_Stmt], loc: list[str], ids: set[tuple[str, ...]]) -> 
     return out
 
 
-def _check(before: list[_Stmt], result: str, location: str, wanted: list[tuple[str, list[str], str]]) -> None:
-    """Guard: re-read the result and prove the edit did exactly what was asked."""
+def _check(before: list[_Stmt], result: str, location: str,
+           per_block: list[list[tuple[str, list[str], str]]]) -> None:
+    """Guard: re-read the result and prove the edit did exactly what was asked, block by block."""
     try:
         after = _parse(result)
     except NginxConfError as e:
         raise NginxConfError(f"internal error: edited config does not parse: {e}") from None
     loc = [t.value for t in _words(location, "location")]
-    ids = {identity(n, a) for n, a, _ in wanted}
+    ids = {identity(n, a) for wanted in per_block for n, a, _ in wanted}
     ok = _skeleton(before, loc, ids) == _skeleton(after, loc, ids)
-    for b in _targets(result, after, location):
-        have = sorted((identity(n, a), a) for n, a in _simple(b.block or []) if identity(n, a) in ids)
+    for b, wanted in zip(_targets(result, after, location), per_block, strict=True):
+        mine = {identity(n, a) for n, a, _ in wanted}
+        have = sorted((identity(n, a), a) for n, a in _simple(b.block or []) if identity(n, a) in mine)
         ok = ok and have == sorted((identity(n, a), a) for n, a, _ in wanted)
     if not ok:
         raise NginxConfError("internal error: the edit changed more than asked", hint="please report this config")
 
 
-def ensure_directives(text: str, location: str, directives: list[str]) -> str:
-    """Make each directive present exactly once, with these args, in every `location <location>` block."""
+def _wanted(directives: list[str]) -> list[tuple[str, list[str], str]]:
     wanted: dict[tuple[str, ...], tuple[str, list[str], str]] = {}
     for d in directives:
         name, args, src = _directive(d)
         prev = wanted.setdefault(identity(name, args), (name, args, src))
         if prev[1] != args:
             raise NginxConfError(f"conflicting directives asked for: {prev[2]!r} and {src!r}")
+    return list(wanted.values())
+
+
+def ensure_directives_by_block(text: str, location: str, per_block: list[list[str]]) -> str:
+    """As ensure_directives, with its own directive list for each matching block (in file order).
+
+    The planner needs this: one block may already be compliant in another spelling (kept) while
+    another block lacks the directive entirely.
+    """
     tree = _parse(text)
-    edits = [e for b in _targets(text, tree, location) for e in _block_edits(text, b, list(wanted.values()))]
+    blocks = _targets(text, tree, location)
+    if len(blocks) != len(per_block):
+        raise NginxConfError(f"internal error: {len(per_block)} directive lists for {len(blocks)} blocks")
+    wanted = [_wanted(ds) for ds in per_block]
+    edits = [e for b, w in zip(blocks, wanted, strict=True) for e in _block_edits(text, b, w)]
     result = _apply(text, edits)
-    _check(tree, result, location, list(wanted.values()))
+    _check(tree, result, location, wanted)
     return result
+
+
+def ensure_directives(text: str, location: str, directives: list[str]) -> str:
+    """Make each directive present exactly once, with these args, in every `location <location>` block."""
+    _wanted(directives)  # bad directives are refused before the text is even read
+    count = len(_targets(text, _parse(text), location))
+    return ensure_directives_by_block(text, location, [directives] * count)

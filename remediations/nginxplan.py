@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 
 from remediations.errors import NginxConfError
 from remediations.nginxconf import (
-    ensure_directives,
+    ensure_directives_by_block,
     identity,
     location_blocks,
     parse_directive,
@@ -121,10 +122,13 @@ def _expand(directives: list[tuple[str, list[str]]], included: Mapping[str, str]
 def plan_site(text: str, location: str, desired: list[str], *,
               nginx_version: tuple[int, int, int] | None = None,
               included: Mapping[str, str] | None = None) -> NginxPlan:
+    """Judge each matching location block on its own, then edit them all in one pass."""
     included = included or {}
     own = location_blocks(text, location)  # raises LocationNotFound
     via_include = [_expand(block, included) for block in own]
+    servers = server_directives_for(text, location)
     plan = NginxPlan(new_text=text, original=text)
+    per_block: list[list[str]] = [[] for _ in own]
 
     for d in desired:
         name, args = parse_directive(d)
@@ -133,41 +137,44 @@ def plan_site(text: str, location: str, desired: list[str], *,
         if need and nginx_version and nginx_version < need:
             plan.unsupported.append((d, "needs nginx >= " + ".".join(map(str, need))))
             continue
-
-        # set by an included file: a second copy would fail nginx -t as "duplicate"
-        hits = [[(p, a) for p, n, a in inc if identity(n, a) == ident] for inc in via_include]
-        if any(hits):
-            bad = [(p, a) for block in hits for p, a in block if not _equivalent(name, args, a)]
-            for path, a in bad:
-                plan.include_conflicts.append(
-                    f"{d}: {path} sets '{render_directive(name, a)}' (included in location {location}); "
-                    f"not added, change it in {path}")
-            if not bad and not all(hits):
-                plan.include_conflicts.append(
-                    f"{d}: set by an include in only some `location {location}` blocks; not added, "
-                    "add it by hand where the include is missing")
-            continue
-
-        found = [next((a for n, a in block if identity(n, a) == ident), None) for block in own]
-        if all(f is not None and _equivalent(name, args, f) for f in found):
-            other = next((f for f in found if f is not None and f != args), None)
-            if other is not None:  # compliant in another spelling: leave the user's text alone
-                plan.kept_equivalent.append((d, render_directive(name, other)))
+        for i, (block, inc) in enumerate(zip(own, via_include, strict=True)):
+            # set by an included file: a second copy would fail nginx -t as "duplicate"
+            hits = [(p, a) for p, n, a in inc if identity(n, a) == ident]
+            if hits:
+                for path, a in hits:
+                    if not _equivalent(name, args, a):
+                        _add(plan.include_conflicts,
+                             f"{d}: {path} sets '{render_directive(name, a)}' (included in location {location}); "
+                             f"not added, change it in {path}")
                 continue
-        plan.ensured.append(d)
+            found = next((a for n, a in block if identity(n, a) == ident), None)
+            if found is not None and found != args and _equivalent(name, args, found):
+                # compliant in another spelling: leave the user's text alone
+                _add(plan.kept_equivalent, (d, render_directive(name, found)))
+                continue
+            per_block[i].append(d)
+        if any(d in ds for ds in per_block):
+            plan.ensured.append(d)
 
-    plan.copied_inherited = _inherited_copies(text, location, plan.ensured, own, via_include, included)
-    plan.ensured = plan.copied_inherited + plan.ensured
-    if plan.ensured:
-        plan.new_text = ensure_directives(text, location, plan.ensured)
+    for i, (block, inc, server) in enumerate(zip(own, via_include, servers, strict=True)):
+        copies = _inherited_copies(block, inc, server, per_block[i], included)
+        for c in copies:
+            _add(plan.copied_inherited, c)
+        per_block[i] = copies + per_block[i]
+    if any(per_block):
+        plan.new_text = ensure_directives_by_block(text, location, per_block)
     return plan
 
 
-def _inherited_copies(text: str, location: str, ensured: list[str],
-                      own: list[list[tuple[str, list[str]]]],
-                      via_include: list[list[tuple[str, str, list[str]]]],
+def _add(items: list[Any], item: Any) -> None:
+    if item not in items:
+        items.append(item)
+
+
+def _inherited_copies(block: list[tuple[str, list[str]]], inc: list[tuple[str, str, list[str]]],
+                      server: list[tuple[str, list[str]]], ensured: list[str],
                       included: Mapping[str, str]) -> list[str]:
-    """Server-level proxy_set_header lines to copy into locations that currently inherit them.
+    """Server-level proxy_set_header lines to copy into a location that currently inherits them.
 
     nginx inherits proxy_set_header only into a location that has none of its own, so adding
     our first one would silently drop the server's Host / X-Forwarded-* headers.
@@ -175,17 +182,14 @@ def _inherited_copies(text: str, location: str, ensured: list[str],
     wanted = [parse_directive(d) for d in ensured]
     if not any(n == "proxy_set_header" for n, _ in wanted):
         return []
-    taken = {identity(n, a) for n, a in wanted}
-    taken |= {identity(n, a) for block in own for n, a in block}  # never overwrite a block's own value
+    if any(n == "proxy_set_header" for n, _ in block) or any(n == "proxy_set_header" for _, n, _ in inc):
+        return []  # has its own: inherits nothing, nothing to preserve
+    taken = {identity(n, a) for n, a in wanted} | {identity(n, a) for n, a in block}
     copies: list[str] = []
-    for block, inc, server in zip(own, via_include, server_directives_for(text, location), strict=True):
-        if any(n == "proxy_set_header" for n, _ in block) or any(n == "proxy_set_header" for _, n, _ in inc):
-            continue  # has its own: inherits nothing, nothing to preserve
-        server_level = server + [(n, a) for _, n, a in _expand(server, included)]
-        for n, a in server_level:
-            if n == "proxy_set_header" and identity(n, a) not in taken:
-                taken.add(identity(n, a))
-                copies.append(render_directive(n, a))
+    for n, a in server + [(n, a) for _, n, a in _expand(server, included)]:
+        if n == "proxy_set_header" and identity(n, a) not in taken:
+            taken.add(identity(n, a))
+            copies.append(render_directive(n, a))
     return copies
 
 
