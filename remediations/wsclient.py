@@ -303,7 +303,10 @@ class WSConnection:
 
         Raises WSError if neither "done" nor a close arrives within `timeout`.
         """
-        self.send_json({"message": message, "chunks": chunks})
+        try:
+            self.send_json({"message": message, "chunks": chunks})
+        except ConnectionClosed as e:  # already closed (e.g. rate-limited earlier): nothing received
+            return 0, e.closed
         deadline = time.monotonic() + timeout
         received = 0
         while True:

@@ -54,8 +54,8 @@ class Backend:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/chat"
 
-    def connect(self, **kw: object) -> WSConnection:
-        return connect(self.url, token=TOKEN, timeout=5, **kw)  # type: ignore[arg-type]
+    def connect(self) -> WSConnection:
+        return connect(self.url, token=TOKEN, timeout=5)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -130,7 +130,8 @@ def test_rate_limit_closes_after_twenty_chunks(backend: Callable[..., Backend]) 
     b = backend()
     with b.connect() as ws:
         count, closed = ws.chat("flood", 30)
-    assert (count, closed) == (20, Closed(1008, "Rate limit exceeded", True))
+        assert (count, closed) == (20, Closed(1008, "Rate limit exceeded", True))
+        assert ws.chat("again", 1) == (0, closed)
     log = b.wait_log("Rate limit exceeded")
     assert re.search(r"Rate limit exceeded .*count=20 limit=20", log)
 
