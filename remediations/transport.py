@@ -185,6 +185,27 @@ class Transport:
                                  hint="give the user sudo rights, or log in as root (ansible_user)")
         return result
 
+    def open_stream(self, argv: list[str]) -> paramiko.Channel:
+        """Start argv (quoted, as root where the host needs sudo) in ONE exec channel and return it
+        while the command runs, for output read as it comes (a follower). The caller closes the channel;
+        wrap argv in `timeout` so the remote process ends even if the controller vanishes."""
+        self.connect()
+        assert self._conn is not None
+        password = self.sudo_password() if self.needs_sudo else None
+        transport = self._conn.client.get_transport()  # type: ignore[attr-defined]
+        if transport is None or not transport.is_active():
+            raise UnreachableError(f"{self.host.name}: the SSH connection is gone")
+        self.round_trips += 1
+        try:
+            chan = transport.open_session(timeout=self.timeout)
+            chan.exec_command(self.wrap(argv, password=password is not None))
+            if password is not None:
+                chan.sendall(password.encode() + b"\n")
+            chan.shutdown_write()
+        except Exception as exc:  # noqa: BLE001 - paramiko raises several kinds here
+            raise UnreachableError(f"{self.host.name}: cannot open a channel: {exc}") from None
+        return chan
+
     def _exec(self, command: str, stdin: bytes, timeout: float | None) -> CommandResult:
         assert self._conn is not None
         limit = self.timeout if timeout is None else timeout

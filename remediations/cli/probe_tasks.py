@@ -1,0 +1,187 @@
+"""`invoke probe`, `invoke diagnose` and `invoke monitor`: see what cuts the connections."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from invoke import Context, task
+
+from remediations.cli.common import COMMON_HELP, fail_on_error, load_hosts
+from remediations.errors import RemediationError
+
+HEADER_STYLE = {"stable": "green", "unstable": "yellow", "causes": "yellow", "clear": "green", "error": "red"}
+
+
+def _print(lines: list[str], style: str = "") -> None:
+    if not lines:
+        return
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(highlight=False, soft_wrap=True)
+        console.print(Text(lines[0], style=style))
+        for line in lines[1:]:
+            console.print(Text(line))
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
+def _finish(run: Any, as_json: bool, recap: str) -> None:
+    from remediations import report
+
+    if as_json:
+        report.print_json(run)
+    else:
+        print(f"RECAP {run.task} run {run.run_id}: {recap}; exit {run.exit_code}")
+    raise SystemExit(run.exit_code)
+
+
+PROBE_HELP = {
+    **COMMON_HELP,
+    "url": "probe this ws:// or wss:// URL instead of the inventory's ws_url",
+    "token_env": "environment variable that holds the client token (sent as ?token=, never shown)",
+    "message": "chat message that makes the server stream; {chunks} is replaced by --stream "
+               "(default: the lab's {\"message\": ..., \"chunks\": {chunks}})",
+    "duration": "seconds to hold the probe (default 300)",
+    "stream": "chunks asked for in each cycle's chat message (default 30)",
+    "idle": "seconds of silence in each cycle, client pings off (default 75)",
+    "timeout": "seconds for each remote step, e.g. reading the token (default 60)",
+}
+
+
+@task(help=PROBE_HELP, auto_shortflags=False)
+@fail_on_error
+def probe(c: Context, url: str | None = None, token_env: str | None = None, message: str | None = None,
+          duration: float = 300, stream: int = 30, idle: float = 75, json: bool = False,
+          inventory: str | None = None, limit: str | None = None, connect_timeout: float = 10,
+          timeout: float = 60, forks: int = 10, accept_new_host_keys: bool = False) -> None:
+    """Hold a real WebSocket: stream, idle, count and explain disconnects (exit 0 stable, 2 unstable, 1 none)."""
+    from remediations import probe as p
+    from remediations.masking import Masker
+    from remediations.results import HostResult, RunResult, new_run_id, now_iso
+    from remediations.runner import Connect, run_hosts
+    from remediations.transport import Transport
+
+    if float(duration) <= 0 or int(stream) < 0 or float(idle) < 0:
+        raise RemediationError("--duration must be > 0, --stream and --idle >= 0")
+    token: str | None = None
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise RemediationError(f"--token-env {token_env}: the variable is not set or empty",
+                                   hint=f"export {token_env}=... (the token is never printed)")
+
+    def config(target: str, tok: str | None) -> p.ProbeConfig:
+        return p.ProbeConfig(url=target, token=tok, message=message or p.DEFAULT_MESSAGE, duration=float(duration),
+                             stream=int(stream), idle=float(idle), connect_timeout=float(connect_timeout))
+
+    def events(name: str) -> Any:
+        if json:
+            return None
+        return lambda msg: print(f"{name}: {msg}", flush=True)
+
+    def show(r: HostResult) -> None:
+        if not json:
+            style = "error" if r.status in ("failed", "unreachable") else r.evidence.get("verdict", "")
+            _print(p.result_lines(r), HEADER_STYLE.get(style, ""))
+
+    if url:
+        masker = Masker()
+        if token:
+            masker.add([token])
+        run = RunResult(task="probe", run_id=new_run_id(), started=now_iso())
+        from remediations.wsclient import mask_url
+
+        name = masker(mask_url(url))
+        result = HostResult(host=name, task="probe", run_id=run.run_id)
+        try:
+            p.fill_result(result, p.run_probe(config(url, token), events("probe"), masker))
+        except RemediationError as e:
+            result.fail(e.kind, masker(e.message))
+        result.evidence = masker.deep(result.evidence)  # type: ignore[assignment]
+        run.hosts.append(result)
+        run.finished = now_iso()
+        show(result)
+    else:
+        hosts = load_hosts(inventory, limit)
+        conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
+
+        def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
+            ws = t.host.ws
+            if not ws.ws_url:
+                result.status = "skipped"
+                result.warnings.append("no ws_url for this host in the inventory")
+                return result
+            tok = token if token is not None else p.host_token(t, masker)
+            t.close()  # the probe itself needs no SSH
+            return p.fill_result(result, p.run_probe(config(ws.ws_url, tok), events(t.host.name), masker))
+
+        run = run_hosts("probe", hosts, conn, per_host, pending_is_2=False, on_result=show)
+    run.exit_code = p.exit_code(run.hosts)
+    verdicts = [r.evidence.get("verdict") or r.status for r in run.hosts]
+    _finish(run, json, " ".join(f"{v}={verdicts.count(v)}" for v in ("stable", "unstable", "unreachable", "failed",
+                                                                        "skipped") if verdicts.count(v)))
+
+
+@task(help={**COMMON_HELP, "tail": "backend log lines and nginx error log lines read per host (default 500)"},
+      auto_shortflags=False)
+@fail_on_error
+def diagnose(c: Context, inventory: str | None = None, limit: str | None = None, tail: int = 500,
+             json: bool = False, connect_timeout: float = 10, timeout: float = 60, forks: int = 10,
+             accept_new_host_keys: bool = False) -> None:
+    """Rank what cuts the WebSocket connections on each host, with evidence (exit 0 none, 2 causes, 1 error)."""
+    from remediations.diagnose import diagnose_host, report_lines
+    from remediations.masking import Masker
+    from remediations.results import HostResult
+    from remediations.runner import Connect, run_hosts
+    from remediations.transport import Transport
+
+    hosts = load_hosts(inventory, limit)
+    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
+
+    def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
+        result.evidence.update(diagnose_host(t, int(tail), masker))
+        return result
+
+    def show(r: HostResult) -> None:
+        if json:
+            return
+        if r.error:
+            _print([f"{r.host}: {r.status}", f"  error: {r.error['message']}"], HEADER_STYLE["error"])
+            return
+        n = len(r.evidence.get("causes", []))
+        head = f"{r.host}: {n} likely cause(s), most likely first" if n else f"{r.host}: no cause found"
+        _print([head, *report_lines(r.evidence)], HEADER_STYLE["causes" if n else "clear"])
+
+    run = run_hosts("diagnose", hosts, conn, per_host, pending_is_2=False, on_result=show)
+    if run.exit_code == 0 and any(r.evidence.get("causes") for r in run.hosts):
+        run.exit_code = 2
+    found = sum(1 for r in run.hosts if r.evidence.get("causes"))
+    failed = sum(1 for r in run.hosts if r.error)
+    _finish(run, json, f"hosts with causes={found} clear={len(run.hosts) - found - failed} errors={failed}")
+
+
+@task(help={**{k: v for k, v in COMMON_HELP.items() if k not in ("forks", "json")},
+            "duration": "stop by itself after this many seconds (default: run until Ctrl-C)",
+            "lines": "show this many earlier lines of each log first (default 0)",
+            "all": "show every backend line, not only WebSocket/disconnect/rate-limit/error lines"},
+      auto_shortflags=False)
+@fail_on_error
+def monitor(c: Context, inventory: str | None = None, limit: str | None = None, duration: float = 0,
+            lines: int = 0, all: bool = False, connect_timeout: float = 10, timeout: float = 60,  # noqa: A002
+            accept_new_host_keys: bool = False) -> None:
+    """Follow the backend logs and nginx error logs of the selected hosts, one prefixed line each."""
+    from remediations.monitor import Monitor
+    from remediations.runner import Connect
+
+    hosts = load_hosts(inventory, limit)
+    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys)
+    m = Monitor(hosts, duration=float(duration), lines=int(lines), show_all=all, connect=conn.transport)
+    raise SystemExit(m.run())
+
+
+TASKS = [probe, diagnose, monitor]
