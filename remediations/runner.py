@@ -44,7 +44,7 @@ def run_one(host: Host, task: str, run_id: str, conn: Connect, fn: HostFn) -> Ho
     except RemediationError as exc:
         kind = getattr(exc, "kind", "error")
         result.fail(kind, masker(str(exc)))
-        result.evidence.update(masker.deep(getattr(exc, "evidence", {}) or {}))  # type: ignore[arg-type]
+        result.evidence.update(masker.deep(getattr(exc, "evidence", {}) or {}))  # type: ignore[call-overload]
     except Exception as exc:  # noqa: BLE001 - a bug must still end as one host's failure, not the run's
         detail = traceback.format_exc() if os.environ.get("WSGUARD_DEBUG") else f"{type(exc).__name__}: {exc}"
         result.fail("internal", masker(f"unexpected error: {detail}"))

@@ -170,7 +170,8 @@ def execute(t: Transport, rem: Remediation, run_id: str, opts: Options, result: 
                "lock_timeout": opts.lock_timeout, "keep": t.host.ws.journal_keep,
                "pause_before_rename": opts.pause_before_rename, "rollback_of": plan.rollback_of}
     out = call_agent(t, request, timeout=t.timeout + opts.lock_timeout)
-    result.handlers = [{"name": h["name"], "status": "ok" if h["ok"] else "failed",
+    reasons = {h["name"]: h.get("reason") for h in plan.handlers}
+    result.handlers = [{"name": h["name"], "status": "ok" if h["ok"] else "failed", "reason": reasons.get(h["name"]),
                         "evidence": h.get("evidence"), "error": h.get("error")} for h in out.get("handlers", [])]
     if out.get("files"):
         result.evidence["files"] = out["files"]

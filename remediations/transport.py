@@ -12,7 +12,6 @@ import getpass
 import os
 import select
 import shlex
-import socket
 import sys
 import threading
 import time
@@ -122,13 +121,15 @@ class Transport:
                 f"host key for {h.name} ({h.address}) CHANGED: presented {exc.key.get_name()} "
                 f"{fingerprint(exc.key)}, {known} expects {fingerprint(exc.expected_key)}",
                 hint="a changed key may mean an attack; if the host was rebuilt, remove its old line "
-                     f"(ssh-keygen -R {_known_hosts_name(h.address, h.port)} -f {known}) and verify the new one") from None
+                     f"(ssh-keygen -R {_known_hosts_name(h.address, h.port)} -f {known}) "
+                     "and verify the new one") from None
         except paramiko.AuthenticationException as exc:
             raise TransportError(f"authentication failed for {target}: {exc}",
                                  hint="check ansible_user and ansible_ssh_private_key_file in the inventory") from None
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise UnreachableError(f"{target}: connection timed out after {self.connect_timeout:g}s ({exc})",
-                                   hint="is the host up and port open? raise --connect-timeout for slow links") from None
+                                   hint="is the host up and its port open? "
+                                        "raise --connect-timeout for slow links") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise UnreachableError(f"{target}: cannot connect: {exc or type(exc).__name__}",
                                    hint="check ansible_host/ansible_port and that sshd runs there") from None

@@ -66,7 +66,8 @@ def test_env_right_but_container_stale_is_recreated(clean: Lab) -> None:
     code, doc = fix(lab, "--limit", "lab2")
     h = doc["hosts"][0]
     assert code == 0 and h["status"] == "changed" and h["changes"] == []
-    assert "does not hold the flags" in h["handlers"][0]["evidence"].get("command", "") or h["handlers"][0]["status"] == "ok"
+    assert h["handlers"][0]["name"] == "compose_recreate" and h["handlers"][0]["status"] == "ok"
+    assert "does not hold the flags" in h["handlers"][0]["reason"]
     assert sha(lab, "lab2") == before
     assert env_of(lab, "lab2")["WS_RATE_LIMIT_ENABLED"] == "false"
 
@@ -123,7 +124,8 @@ def test_no_restart_edits_only_and_says_so(clean: Lab) -> None:
 
 
 def sudo_inventory(lab: Lab, tmp_path: Path, user: str) -> str:
-    text = Path(lab.inventory).read_text().replace("ansible_user: root", f"ansible_user: {user}\n    ansible_become: true")
+    text = Path(lab.inventory).read_text()
+    text = text.replace("ansible_user: root", f"ansible_user: {user}\n    ansible_become: true")
     inv = tmp_path / f"{user}.yml"
     inv.write_text(text)
     return str(inv)

@@ -10,8 +10,8 @@ from invoke import Collection, Context, task
 from remediations.cli.common import fail_on_error
 
 
-@task(help={"hosts": "how many hosts (lab1..labN)", "profile": "seed (the incident's site) or stock (5 s read timeout)"},
-)
+@task(help={"hosts": "how many hosts (lab1..labN)",
+            "profile": "seed (the incident's site) or stock (5 s read timeout)"})
 @fail_on_error
 def up(c: Context, hosts: int = 3, profile: str = "seed") -> None:
     """Bring up lab1..labN (kept if already running) and write .lab/inventory.yml."""

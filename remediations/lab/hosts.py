@@ -335,7 +335,8 @@ cd {APP_DIR}
 docker-compose up -d --no-color backend >/var/log/compose-up.log 2>&1 || {{ cat /var/log/compose-up.log >&2; exit 1; }}
 i=0
 until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
-  i=$((i+1)); [ $i -lt 300 ] || {{ echo 'the backend did not answer on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
+  i=$((i+1))
+  [ $i -lt 300 ] || {{ echo 'no backend on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
   sleep 0.05
 done
 """
@@ -496,7 +497,8 @@ cd {APP_DIR} && docker-compose up -d --no-color --force-recreate backend >/var/l
 if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload; else nginx; fi
 i=0
 until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
-  i=$((i+1)); [ $i -lt 300 ] || {{ echo 'the backend did not answer on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
+  i=$((i+1))
+  [ $i -lt 300 ] || {{ echo 'no backend on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
   sleep 0.05
 done
 """
