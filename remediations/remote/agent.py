@@ -93,7 +93,42 @@ def container_facts(name):
     return {"exists": True, "id": c.get("Id"), "env": c.get("Config", {}).get("Env") or [],
             "running": bool(state.get("Running")), "status": state.get("Status"),
             "started_at": state.get("StartedAt"), "restart_count": c.get("RestartCount", 0),
-            "image": c.get("Config", {}).get("Image")}
+            "image": c.get("Config", {}).get("Image"), "pid": state.get("Pid") or None}
+
+
+def listening_ports(pid):
+    """TCP ports a process (or its children) listens on: the sign that a service accepts connections."""
+    pids = {pid}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                    pids.add(int(entry))
+            except (OSError, ValueError):
+                continue
+    inodes = set()
+    for p in pids:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % p):
+                link = os.readlink("/proc/%d/fd/%s" % (p, fd))
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return sorted(ports)
 
 
 def btime():
@@ -414,6 +449,13 @@ def handler_compose_recreate(spec):
         settled = now.get("running") and time.time() - started > spec.get("settle", 1.0)
         if now.get("exists") and not wrong and settled:
             evidence.update(new_id=now["id"], running=True, env_checked=sorted(expect))
+            # Running is not serving: wait (bounded) until it accepts connections, as a proxy would need.
+            ready = time.time() + spec.get("ready_timeout", 10)
+            ports = listening_ports(now["pid"]) if now.get("pid") else []
+            while not ports and time.time() < ready and now.get("pid"):
+                time.sleep(0.1)
+                ports = listening_ports(now["pid"])
+            evidence["listening"] = ports or "no listening socket seen"
             return evidence
         if time.time() > deadline or (now.get("exists") and now.get("status") in ("exited", "dead")):
             evidence.update(new_id=now.get("id"), status=now.get("status"), env_wrong=wrong,
