@@ -60,18 +60,35 @@ def run_one(host: Host, task: str, run_id: str, conn: Connect, fn: HostFn) -> Ho
     return result
 
 
+def pool_size(conn: Connect, hosts: int) -> int:
+    """Threads for a run: never more than --forks, never more than there are hosts (one at least)."""
+    return max(1, min(conn.forks, hosts or 1))
+
+
+def run_batch(pool: ThreadPoolExecutor, hosts: list[Host], task: str, run_id: str, conn: Connect, fn: HostFn,
+              on_result: Callable[[HostResult], None] | None = None) -> list[HostResult]:
+    """Run fn on every host of one batch in the (bounded) pool; return when all of them have ended.
+
+    Every remote step is bounded by --connect-timeout/--timeout, so a dead host ends the batch late by
+    at most its own timeout, never stalls it. Results come back in the hosts' order."""
+    order = {h.name: i for i, h in enumerate(hosts)}
+    out: list[HostResult] = []
+    futures = [pool.submit(run_one, h, task, run_id, conn, fn) for h in hosts]
+    for fut in as_completed(futures):
+        r = fut.result()
+        out.append(r)
+        if on_result:
+            on_result(r)
+    out.sort(key=lambda r: order[r.host])
+    return out
+
+
 def run_hosts(task: str, hosts: list[Host], conn: Connect, fn: HostFn, *, pending_is_2: bool,
               on_result: Callable[[HostResult], None] | None = None, run_id: str | None = None) -> RunResult:
+    """Every host at once (one batch, at most --forks in flight). Rolling runs: remediations.fleet."""
     run = RunResult(task=task, run_id=run_id or new_run_id(), started=now_iso())
-    order = {h.name: i for i, h in enumerate(hosts)}
-    with ThreadPoolExecutor(max_workers=max(1, min(conn.forks, len(hosts) or 1))) as pool:
-        futures = [pool.submit(run_one, h, task, run.run_id, conn, fn) for h in hosts]
-        for fut in as_completed(futures):
-            r = fut.result()
-            run.hosts.append(r)
-            if on_result:
-                on_result(r)
-    run.hosts.sort(key=lambda r: order[r.host])
+    with ThreadPoolExecutor(max_workers=pool_size(conn, len(hosts)), thread_name_prefix="wsguard") as pool:
+        run.hosts = run_batch(pool, hosts, task, run.run_id, conn, fn, on_result)
     run.finished = now_iso()
     run.exit_code = exit_code(run.hosts, pending_is_2=pending_is_2)
     return run

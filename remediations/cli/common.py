@@ -37,12 +37,46 @@ COMMON_HELP = {
     "json": "print one JSON document on stdout and nothing else there",
 }
 
+# Flags of the tasks that change a fleet (remediations/fleet.py).
+FLEET_HELP = {
+    "serial": "rolling batches: N hosts, N% of the selection, or a list (1,2,25%; the last repeats); "
+              "after each batch the changed hosts pass a health gate (effects confirmed + a 101 upgrade)",
+    "canary": "a first batch of exactly one host, then --serial (or all the rest)",
+    "max_fail_percent": "start no new batch once failed+unreachable hosts exceed P% of the selection "
+                        "(0: stop at the first); default: stop only when every host of a batch failed; "
+                        "hosts not started are reported skipped, exit 1",
+    "shard": "K/N: only the K-th of N disjoint, deterministic slices of the selected hosts",
+}
 
-def load_hosts(inventory: str | None, limit: str | None) -> list[Any]:
+
+def load_hosts(inventory: str | None, limit: str | None, shard: str | None = None) -> list[Any]:
     from remediations.inventory import load_inventory, resolve_inventory_path
+    from remediations.inventory import shard as slice_of
 
     inv = load_inventory(resolve_inventory_path(inventory))
-    return inv.select(limit)
+    hosts = inv.select(limit)
+    return slice_of(hosts, shard) if shard else hosts
+
+
+def rollout(serial: str | None, canary: bool, max_fail_percent: str | None, shard: str | None) -> Any:
+    """The fleet flags, checked (numbers arrive as text)."""
+    from remediations.fleet import Rollout, parse_max_fail_percent, parse_serial
+
+    return Rollout(parse_serial(serial), bool(canary), parse_max_fail_percent(max_fail_percent), shard or None)
+
+
+def fleet_run(task: str, hosts: list[Any], conn: Any, fn: Any, *, rollout: Any, check: bool, diff: bool,
+              as_json: bool, render: Callable[[Any], list[str]] | None = None) -> Any:
+    """Run a changing task over the fleet with its display; the health gate checks changed hosts
+    (rolling runs). `render`: a host's lines, when the task shows more than report.host_lines."""
+    from remediations import fleet, report
+
+    progress = report.FleetProgress(len(hosts), check=check, diff=diff, quiet=as_json, render=render)
+    try:
+        return fleet.run(task, hosts, conn, fn, pending_is_2=check, rollout=rollout,
+                         gate=None if check else fleet.health_gate(conn.connect_timeout), progress=progress)
+    finally:
+        progress.close()
 
 
 def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
@@ -77,3 +111,12 @@ def number(flag: str, value: object, *, minimum: float = 0, integer: bool = Fals
     if n < minimum or n != n:
         raise RemediationError(f"--{flag.replace('_', '-')} must be at least {minimum:g}, got {value!r}")
     return int(n) if integer else n
+
+
+def connect_options(connect_timeout: object, timeout: object, forks: object = 10,
+                    accept_new_host_keys: bool = False) -> Any:
+    """The runner's Connect from the common flags, each checked (text in, a clear error out)."""
+    from remediations.runner import Connect
+
+    return Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
+                   accept_new_host_keys, int(number("forks", forks, minimum=1, integer=True)))

@@ -6,26 +6,36 @@ import os
 
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, fail_on_error, finish, load_hosts, number, on_result
+from remediations.cli.common import (
+    COMMON_HELP,
+    FLEET_HELP,
+    fail_on_error,
+    finish,
+    fleet_run,
+    load_hosts,
+    number,
+    rollout,
+)
 
-FIX_HELP = {**COMMON_HELP,
+FIX_HELP = {**COMMON_HELP, **FLEET_HELP,
             "check": "change nothing; report what would change (exit 2 if anything would)",
             "diff": "print unified diffs (secret values masked)",
             "lock_timeout": "seconds to wait for another run's host lock (default 30)"}
 
 
 def _run(task_name: str, make, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
-         accept_new_host_keys, lock_timeout) -> None:  # type: ignore[no-untyped-def]
+         accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard) -> None:  # type: ignore[no-untyped-def]
     from remediations.masking import Masker
     from remediations.results import HostResult
-    from remediations.runner import Connect, run_hosts
+    from remediations.runner import Connect
     from remediations.transaction import Options, execute
     from remediations.transport import Transport
 
     conn = Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
                    accept_new_host_keys, int(number("forks", forks, minimum=1, integer=True)))
     lock_timeout = number("lock_timeout", lock_timeout)
-    hosts = load_hosts(inventory, limit)
+    plan = rollout(serial, canary, max_fail_percent, shard)
+    hosts = load_hosts(inventory, limit, shard)
     # WSGUARD_TEST_PAUSE widens the window between upload and rename, for the fault tests only.
     opts = Options(check=check, diff=diff, lock_timeout=float(lock_timeout),
                    pause_before_rename=float(os.environ.get("WSGUARD_TEST_PAUSE", "0")))
@@ -33,8 +43,7 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         return execute(t, make(t.host), result.run_id, opts, result, masker)
 
-    run = run_hosts(task_name, hosts, conn, per_host, pending_is_2=check,
-                    on_result=on_result(json, check, diff))
+    run = fleet_run(task_name, hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json)
     finish(run, as_json=json, check=check)
 
 
@@ -44,22 +53,27 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
 def fix_rate_limit(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
                    diff: bool = False, json: bool = False, no_restart: bool = False, connect_timeout: str = "10",
                    timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False,
-                   lock_timeout: str = "30") -> None:
+                   lock_timeout: str = "30", serial: str | None = None, canary: bool = False,
+                   max_fail_percent: str | None = None, shard: str | None = None) -> None:
     """Set env_flags in the app's .env and recreate the service so the container holds them."""
     from remediations.ratelimit import RateLimitFix
 
     _run("fix-rate-limit", lambda h: RateLimitFix(h, restart=not no_restart), inventory, limit, check, diff, json,
-         connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout)
+         connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard)
 
 
 @task(help=FIX_HELP, auto_shortflags=False)
 @fail_on_error
 def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
               diff: bool = False, json: bool = False, connect_timeout: str = "10", timeout: str = "60",
-              forks: str = "10", accept_new_host_keys: bool = False, lock_timeout: str = "30") -> None:
+              forks: str = "10", accept_new_host_keys: bool = False, lock_timeout: str = "30",
+              serial: str | None = None, canary: bool = False, max_fail_percent: str | None = None,
+              shard: str | None = None) -> None:
     """Ensure the WebSocket location's directives; nginx -t; reload; restore on failure."""
     from remediations.nginxfix import NginxFix
 
     _run("fix-nginx", NginxFix, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
-         accept_new_host_keys, lock_timeout)
+         accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard)
+
+
 TASKS = [fix_rate_limit, fix_nginx]

@@ -8,9 +8,19 @@ from typing import Any
 
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, fail_on_error, finish, load_hosts
+from remediations.cli.common import (
+    COMMON_HELP,
+    FLEET_HELP,
+    connect_options,
+    fail_on_error,
+    finish,
+    fleet_run,
+    load_hosts,
+    number,
+    rollout,
+)
 
-ROLLBACK_HELP = {**COMMON_HELP,
+ROLLBACK_HELP = {**COMMON_HELP, **FLEET_HELP,
                  "run": "the run id to undo (default: on each host, the newest run that changed a file "
                         "and was not failed-and-restored)",
                  "check": "change nothing; report what would be restored (exit 2 if anything would)",
@@ -20,10 +30,8 @@ ROLLBACK_HELP = {**COMMON_HELP,
 HISTORY_HELP = {**COMMON_HELP, "last": "show only the N newest runs of each host (default: all recorded)"}
 
 
-def _connect(connect_timeout: float, timeout: float, forks: int, accept_new_host_keys: bool) -> Any:
-    from remediations.runner import Connect
-
-    return Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
+def _connect(connect_timeout: str, timeout: str, forks: str, accept_new_host_keys: bool) -> Any:
+    return connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
 
 
 def _emit(lines: list[str], status: str) -> None:
@@ -60,25 +68,23 @@ def _history_printer(as_json: bool) -> Callable[[Any], None] | None:
     return show
 
 
-def _rollback_printer(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] | None:
-    if as_json:
-        return None
+def _rollback_lines(check: bool, diff: bool) -> Callable[[Any], list[str]]:
     from remediations.report import host_lines
 
-    def show(r: Any) -> None:
+    def lines_of(r: Any) -> list[str]:
         lines = host_lines(r, check=check, diff=diff)
         of = r.evidence.get("rolled_back")
         if r.evidence.get("rollback_of") and of:
             lines.insert(1, f"  rollback of run {r.evidence['rollback_of']} ({of.get('task')} at {of.get('time')})")
-        _emit(lines, r.status)
+        return lines
 
-    return show
+    return lines_of
 
 
 @task(help=HISTORY_HELP, auto_shortflags=False)
 @fail_on_error
-def history(c: Context, inventory: str | None = None, limit: str | None = None, last: int = 0, json: bool = False,
-            connect_timeout: float = 10, timeout: float = 60, forks: int = 10,
+def history(c: Context, inventory: str | None = None, limit: str | None = None, last: str = "0", json: bool = False,
+            connect_timeout: str = "10", timeout: str = "60", forks: str = "10",
             accept_new_host_keys: bool = False) -> None:
     """The runs each host's journal recorded, newest first (one round trip per host)."""
     from remediations.journal import read_runs, summary
@@ -87,10 +93,8 @@ def history(c: Context, inventory: str | None = None, limit: str | None = None, 
     from remediations.runner import run_hosts
     from remediations.transport import Transport
 
-    if int(last) < 0:
-        from remediations.errors import RemediationError
-
-        raise RemediationError("--last must be 0 (all) or more")
+    last = int(number("last", last, integer=True))  # type: ignore[assignment]
+    conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
     hosts = load_hosts(inventory, limit)
 
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
@@ -99,7 +103,7 @@ def history(c: Context, inventory: str | None = None, limit: str | None = None, 
                                runs=runs[: int(last)] if int(last) else runs)
         return result
 
-    run = run_hosts("history", hosts, _connect(connect_timeout, timeout, forks, accept_new_host_keys), per_host,
+    run = run_hosts("history", hosts, conn, per_host,
                     pending_is_2=False, on_result=_history_printer(json))
     finish(run, as_json=json)
 
@@ -108,24 +112,26 @@ def history(c: Context, inventory: str | None = None, limit: str | None = None, 
 @fail_on_error
 def rollback(c: Context, run: str | None = None, inventory: str | None = None, limit: str | None = None,
              check: bool = False, diff: bool = False, force: bool = False, json: bool = False,
-             connect_timeout: float = 10, timeout: float = 60, forks: int = 10, accept_new_host_keys: bool = False,
-             lock_timeout: float = 30) -> None:
+             connect_timeout: str = "10", timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False,
+             lock_timeout: str = "30", serial: str | None = None, canary: bool = False,
+             max_fail_percent: str | None = None, shard: str | None = None) -> None:
     """Undo what a recorded run changed: old bytes and mode/owner back, validated, handlers re-run."""
     from remediations.masking import Masker
     from remediations.results import HostResult
     from remediations.rollback import Rollback
-    from remediations.runner import run_hosts
     from remediations.transaction import Options, execute
     from remediations.transport import Transport
 
-    hosts = load_hosts(inventory, limit)
-    opts = Options(check=check, diff=diff, lock_timeout=float(lock_timeout))
+    conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
+    opts = Options(check=check, diff=diff, lock_timeout=number("lock_timeout", lock_timeout))
+    plan = rollout(serial, canary, max_fail_percent, shard)
+    hosts = load_hosts(inventory, limit, shard)
 
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         return execute(t, Rollback(t.host, run_id=run or None, force=force), result.run_id, opts, result, masker)
 
-    result = run_hosts("rollback", hosts, _connect(connect_timeout, timeout, forks, accept_new_host_keys), per_host,
-                       pending_is_2=check, on_result=_rollback_printer(json, check, diff))
+    result = fleet_run("rollback", hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json,
+                       render=_rollback_lines(check, diff))
     finish(result, as_json=json, check=check)
 
 
