@@ -62,6 +62,21 @@ def _last(pattern: re.Pattern[str], lines: list[str], n: int = 5) -> list[str]:
     return [line for line in lines if pattern.search(line)][-n:]
 
 
+RE_NGINX_TIME = re.compile(r"^(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) ")
+
+
+def since(nginx_error: list[str], started: float, utc_offset: int) -> list[str]:
+    """nginx error-log lines written at or after `started` (epoch s); lines without a time are kept (pure)."""
+    import calendar
+
+    kept = []
+    for line in nginx_error:
+        m = RE_NGINX_TIME.match(line)
+        if m is None or calendar.timegm(tuple(map(int, m.groups())) + (0, 0, 0)) - utc_offset >= int(started):
+            kept.append(line)
+    return kept
+
+
 def log_evidence(backend: list[str], nginx_error: list[str]) -> dict[str, Any]:
     """Counts of what the log lines show (pure)."""
     codes = Counter(m[1] for line in backend for m in [RE_CODE.search(line)] if m)
@@ -300,9 +315,11 @@ def analyze(host: Host, facts: dict[str, Any], masker: Masker) -> tuple[dict[str
     bl = d.get("backend_logs") or {}
     nl = d.get("nginx_error_log") or {}
     backend = [masker(x) for x in bl.get("lines", [])]
-    nginx_error = [masker(x) for x in nl.get("lines", [])]
     c = facts.get("container") or {}
     started = _started(c.get("started_at"))
+    nginx_error = [masker(x) for x in nl.get("lines", [])]
+    # 502s logged before the current container started belong to its restart window, not to now.
+    nginx_error = since(nginx_error, started, d.get("utc_offset", 0)) if started else nginx_error
     ng = facts.get("nginx") or {}
     locs: list[dict[str, Any]] = []
     if ng.get("installed") and ng.get("test_ok"):

@@ -177,3 +177,16 @@ def test_diagnose_stale_container_and_secrets_masked(clean) -> None:  # type: ig
     assert ev["env_file_flags"]["WS_RATE_LIMIT_ENABLED"] == "false"
     assert "WS_RATE_LIMIT_ENABLED" not in ev["container_env_flags"]
     assert lab.token not in j.stdout and lab.secret not in j.stdout
+
+
+def test_nginx_lines_from_before_the_container_started_are_left_out() -> None:
+    from remediations.diagnose import since
+
+    lines = ["2026/11/26 06:21:10 [error] 7#7: *3 connect() failed (111: Connection refused) while connecting",
+             "2026/11/26 06:21:30 [error] 7#7: *9 connect() failed (111: Connection refused) while connecting",
+             "a line without a time"]
+    started = 1795674080.0  # 2026-11-26T06:21:20Z
+    assert since(lines, started, 0) == lines[1:]
+    # A host two hours ahead of UTC writes 08:21:10 for the same instant.
+    shifted = [line.replace("06:21", "08:21") for line in lines]
+    assert since(shifted, started, 7200) == shifted[1:]
