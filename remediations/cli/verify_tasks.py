@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, fail_on_error, load_hosts
+from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number
 
 VERIFY_HELP = {
     **COMMON_HELP,
@@ -14,29 +14,50 @@ VERIFY_HELP = {
     "probe": "also hold a real WebSocket through nginx: stream past the rate limit, then idle",
     "probe_chunks": "chunks streamed by --probe (default 30, more than the old limit of 20 a minute)",
     "probe_idle": "seconds --probe stays idle (default 65, longer than nginx's default proxy_read_timeout)",
+    "remediate": "run the matching fix on drifted hosts only (env-flags/runtime-env: fix-rate-limit; "
+                 "nginx-directives/nginx-loaded: fix-nginx), then verify again; both rounds are reported",
+    "history": "compliance history file, one JSON line per host per run (default $WSGUARD_HISTORY, else "
+               "~/.local/state/wsguard/compliance.jsonl)",
+    "no_history": "do not read or append the compliance history (no new-drift detection, no webhook)",
+    "webhook": "POST a JSON summary of NEW drift here (once per drift, not again while it persists; "
+               "default $WSGUARD_WEBHOOK); a failure is a warning, never fatal",
+    "lock_timeout": "with --remediate: seconds to wait for another run's host lock (default 30)",
 }
 
 
 @task(help=VERIFY_HELP, auto_shortflags=False, iterable=["report"])
 @fail_on_error
 def verify(c: Context, inventory: str | None = None, limit: str | None = None, report: list[str] | None = None,
-           json: bool = False, probe: bool = False, probe_chunks: int = 30, probe_idle: float = 65.0,
-           connect_timeout: float = 10, timeout: float = 60, forks: int = 10,
-           accept_new_host_keys: bool = False) -> None:
+           json: bool = False, probe: bool = False, probe_chunks: str = "30", probe_idle: str = "65",
+           connect_timeout: str = "10", timeout: str = "60", forks: str = "10",
+           accept_new_host_keys: bool = False, remediate: bool = False, history: str | None = None,
+           no_history: bool = False, webhook: str | None = None, lock_timeout: str = "30") -> None:
     """Check every host against the compliance controls; exit 0 compliant, 2 drift, 1 error."""
-    from remediations import reports
+    import os
+
+    from remediations import compliance, reports
     from remediations import verify as verify_mod
     from remediations.controls.catalog import VerifyOptions
-    from remediations.runner import Connect
+    from remediations.errors import RemediationError
 
     specs = reports.parse_specs(report, as_json=json)  # bad --report values fail before any connection
+    hook = webhook or os.environ.get("WSGUARD_WEBHOOK") or None
+    if hook:
+        from remediations.webhook import check_url
+
+        check_url(hook)
+    if no_history and (history or webhook):
+        raise RemediationError("--no-history cannot go with --history or --webhook (new drift is found in the history)")
+    history_path = None if no_history else compliance.resolve_path(history)
     hosts = load_hosts(inventory, limit)
-    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
-    options = VerifyOptions(probe=probe, probe_chunks=int(probe_chunks), probe_idle=float(probe_idle),
-                            connect_timeout=float(connect_timeout))
-    run, masker = verify_mod.run(hosts, conn, options)
-    reports.emit(run, specs, masker)
-    raise SystemExit(run.exit_code)
+    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
+    options = VerifyOptions(probe=probe, probe_chunks=int(number("probe_chunks", probe_chunks, integer=True)),
+                            probe_idle=number("probe_idle", probe_idle), connect_timeout=conn.connect_timeout)
+    rounds = verify_mod.run_rounds(hosts, conn, options, remediate_drift=remediate, history=history_path,
+                                   webhook=hook if history_path else None,
+                                   lock_timeout=number("lock_timeout", lock_timeout))
+    verify_mod.emit(rounds, specs)
+    raise SystemExit(rounds.exit_code)
 
 
 TASKS = [verify]

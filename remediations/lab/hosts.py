@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -144,12 +145,16 @@ def load_state() -> dict:
         return {}
 
 
+_STATE_LOCK = threading.Lock()
+
+
 def _save_state(state: dict) -> None:
     p = _state_path()
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, p)
+    with _STATE_LOCK:  # resets run in parallel threads: one writer at a time, each with its own temp file
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, p)
 
 
 def _ensure_secrets(state: dict) -> dict:

@@ -1,0 +1,104 @@
+"""`invoke schedule` (verify on a systemd timer or from cron) and `invoke compliance-history`."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Context, task
+
+from remediations.cli.common import fail_on_error, load_hosts
+
+SCHEDULE_HELP = {
+    "every": "interval: a whole number and s, m, h or d (30s, 15m, 1h, 1d; default 15m)",
+    "kind": "systemd (a service + timer pair, default) or cron (a crontab line)",
+    "remediate": "the scheduled verify also runs the matching fixes on drifted hosts (verify --remediate)",
+    "report": "FMT:ABSPATH, repeatable, replacing the defaults (json:/var/lib/wsguard-controller/last-verify.json "
+              "and prometheus:/var/lib/node_exporter/textfile_collector/wsguard.prom)",
+    "inventory": "inventory file or dir (default inventory/ or $WSGUARD_INVENTORY), made absolute",
+    "limit": "hosts or groups: names, globs, comma lists, !exclude (checked now against the inventory)",
+    "history": "compliance history of the scheduled runs (default /var/lib/wsguard-controller/compliance.jsonl)",
+    "print": "show exactly what would be installed (the default)",
+    "install": "write it: the units to --unit-dir (default /etc/systemd/system), atomically",
+    "unit_dir": "where --install writes the units (default /etc/systemd/system)",
+}
+HISTORY_HELP = {
+    "last": "show only the N newest transitions of each host (default: all); the current state is always shown",
+    "history": "the history file (default $WSGUARD_HISTORY, else ~/.local/state/wsguard/compliance.jsonl)",
+    "json": "print one JSON document on stdout and nothing else there",
+}
+
+
+@task(help=SCHEDULE_HELP, auto_shortflags=False, iterable=["report"])
+@fail_on_error
+def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: bool = False,
+             report: list[str] | None = None, inventory: str | None = None, limit: str | None = None,
+             history: str | None = None, print_: bool = False, install: bool = False,
+             unit_dir: str | None = None) -> None:
+    """Run verify on a schedule: a systemd service + timer (default) or a crontab line; --print or --install."""
+    import os
+
+    from remediations import schedule as sched
+    from remediations.inventory import resolve_inventory_path
+
+    if print_ and install:
+        raise sched.ScheduleError("--print and --install do not go together", hint="--print first, then --install")
+    if kind not in ("systemd", "cron"):
+        raise sched.ScheduleError(f"--kind must be systemd or cron, not {kind!r}")
+    seconds = sched.parse_every(every)
+    if kind == "cron":
+        sched.cron_fields(seconds)  # an interval cron cannot keep fails before anything else
+    inv = os.path.abspath(resolve_inventory_path(inventory))
+    load_hosts(inv, limit)  # the inventory loads and --limit matches, now rather than at the first run
+    invoke_bin, repo = sched.installation()
+    job = sched.Job(every=seconds, invoke=invoke_bin, repo=repo, inventory=inv, limit=limit, remediate=remediate,
+                    reports=sched.check_reports(report),
+                    history=os.path.abspath(history) if history else sched.HISTORY,
+                    user=_user())
+    if kind == "cron":
+        if install:
+            raise sched.ScheduleError(
+                "--install is for systemd units: wsguard does not edit crontabs",
+                hint="append the line to root's crontab: (crontab -l; invoke schedule --kind cron --print) | crontab -")
+        sys.stdout.write(sched.cron_text(job))
+        return
+    files = sched.systemd_units(job, unit_dir or sched.UNIT_DIR)
+    if not install:
+        sys.stdout.write(sched.render(files))
+        return
+    for path in sched.install(files):
+        print(f"wrote {path}")
+    missing = [d for d in job.written_dirs() if not os.path.isdir(d)]
+    for d in missing:
+        print(f"note: {d} does not exist yet: create it, or that report fails each run", file=sys.stderr)
+    print(f"next: systemctl daemon-reload && systemctl enable --now {sched.NAME}.timer\n"
+          f"      systemctl list-timers {sched.NAME}.timer; journalctl -u {sched.NAME}.service\n"
+          f"      invoke compliance-history --history {job.history}")
+
+
+def _user() -> str:
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "root"
+
+
+@task(help=HISTORY_HELP, auto_shortflags=False)
+@fail_on_error
+def compliance_history(c: Context, last: str = "0", history: str | None = None, json: bool = False) -> None:
+    """Per host: when drift appeared and cleared (from verify's compliance history), and the current state."""
+    import json as json_mod
+
+    from remediations import compliance
+    from remediations.cli.common import number
+
+    doc = compliance.summary(compliance.resolve_path(history), int(number("last", last, integer=True)))
+    if json:
+        sys.stdout.write(json_mod.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(compliance.render(doc))
+
+
+TASKS = [schedule, compliance_history]
