@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediations.errors import RemediationError
-from remediations.transaction import call_agent
+from remediations.transaction import call_agent, require_root
 from remediations.transport import Transport
 
 # Mirrors remediations/remote/agent.py: the `detail` value that picks the newest run that changed files
@@ -30,6 +30,7 @@ class JournalError(RemediationError):
 def read_runs(t: Transport) -> list[dict[str, Any]]:
     """The host's recorded runs, newest first, in one facts round trip (manifests only, no old bytes)."""
     out = call_agent(t, {"op": "facts", "journal": {}})
+    require_root(t, out)
     runs: list[dict[str, Any]] = out.get("runs") or []
     return runs
 

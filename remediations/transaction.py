@@ -64,6 +64,15 @@ def call_agent(t: Transport, request: dict[str, Any], timeout: float | None = No
     return out
 
 
+def require_root(t: Transport, facts: dict[str, Any]) -> None:
+    """The agent must run as root: a plain user reads nothing it needs (and finds no nginx on its PATH)."""
+    euid = facts.get("euid")
+    if euid not in (None, 0):
+        how = "with ansible_become" if t.host.become else "without ansible_become"
+        raise TransportError(f"{t.host.name}: wsguard runs as {t.host.user} (uid {euid}) there, not root ({how})",
+                             hint="set ansible_become: true for a user with sudo rights, or ansible_user: root")
+
+
 def controller_identity() -> dict[str, str]:
     try:
         user = getpass.getuser()
@@ -154,6 +163,7 @@ def execute(t: Transport, rem: Remediation, run_id: str, opts: Options, result: 
             masker: Masker) -> HostResult:
     """Run one remediation on one connected host; fills `result` in the shape of DESIGN.md."""
     facts = call_agent(t, {"op": "facts", **rem.facts_request()})
+    require_root(t, facts)
     plan = rem.plan(facts, masker)
     result.warnings += plan.warnings
     result.evidence.update(plan.evidence)

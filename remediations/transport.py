@@ -262,7 +262,9 @@ class _PasswordCache:
             if self._asked is None:
                 if not sys.stdin.isatty():
                     raise TransportError(f"{host.name}: sudo needs a password for {host.user}",
-                                         hint="set WSGUARD_SUDO_PASSWORD (it is sent on stdin, never in argv)")
+                                         hint="set WSGUARD_SUDO_PASSWORD (it is sent on stdin, never in argv); "
+                                              f"if {host.user} has no sudo rights there, grant them or log in "
+                                              "as root (ansible_user)")
                 self._asked = getpass.getpass(f"sudo password for {host.user} (used for every host of this run): ")
             return self._asked
 

@@ -14,9 +14,15 @@ from pathlib import Path
 
 import pytest
 
+import safety_summary
+
 os.environ.setdefault("WSGUARD_LAB_ID", "5")
 os.environ.pop("WSGUARD_SUDO_PASSWORD", None)
 os.environ.pop("WSGUARD_INVENTORY", None)
+os.environ.pop("WSGUARD_WEBHOOK", None)
+# verify appends to a compliance history: the tests' goes to a scratch file, never the user's.
+os.environ["WSGUARD_HISTORY"] = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"wsguard-test-history-{os.getpid()}.jsonl")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -98,3 +104,14 @@ def clean(lab: Lab) -> Iterator[Lab]:
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         list(pool.map(lambda h: lab.m.reset(h, profile="seed"), lab.m.running_hosts()))
+
+
+# The safety summary (tests/safety_summary.py): outcomes of @pytest.mark.safety tests, printed at the end.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    safety_summary.record(item, outcome.get_result())  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    safety_summary.terminal_summary(terminalreporter)

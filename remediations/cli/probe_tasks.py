@@ -8,7 +8,7 @@ from typing import Any
 
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, fail_on_error, load_hosts
+from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number
 from remediations.errors import RemediationError
 
 HEADER_STYLE = {"stable": "green", "unstable": "yellow", "causes": "yellow", "clear": "green", "error": "red"}
@@ -56,18 +56,20 @@ PROBE_HELP = {
 @task(help=PROBE_HELP, auto_shortflags=False)
 @fail_on_error
 def probe(c: Context, url: str | None = None, token_env: str | None = None, message: str | None = None,
-          duration: float = 300, stream: int = 30, idle: float = 75, json: bool = False,
-          inventory: str | None = None, limit: str | None = None, connect_timeout: float = 10,
-          timeout: float = 60, forks: int = 10, accept_new_host_keys: bool = False) -> None:
+          duration: str = "300", stream: str = "30", idle: str = "75", json: bool = False,
+          inventory: str | None = None, limit: str | None = None, connect_timeout: str = "10",
+          timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False) -> None:
     """Hold a real WebSocket: stream, idle, count and explain disconnects (exit 0 stable, 2 unstable, 1 none)."""
     from remediations import probe as p
     from remediations.masking import Masker
     from remediations.results import HostResult, RunResult, new_run_id, now_iso
-    from remediations.runner import Connect, run_hosts
+    from remediations.runner import run_hosts
     from remediations.transport import Transport
 
-    if float(duration) <= 0 or int(stream) < 0 or float(idle) < 0:
-        raise RemediationError("--duration must be > 0, --stream and --idle >= 0")
+    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
+    duration = number("duration", duration, minimum=0.001)  # type: ignore[assignment]
+    stream = int(number("stream", stream, integer=True))  # type: ignore[assignment]
+    idle = number("idle", idle)  # type: ignore[assignment]
     token: str | None = None
     if token_env:
         token = os.environ.get(token_env)
@@ -108,7 +110,6 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
         show(result)
     else:
         hosts = load_hosts(inventory, limit)
-        conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
 
         def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
             ws = t.host.ws
@@ -130,21 +131,22 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
 @task(help={**COMMON_HELP, "tail": "backend log lines and nginx error log lines read per host (default 500)"},
       auto_shortflags=False)
 @fail_on_error
-def diagnose(c: Context, inventory: str | None = None, limit: str | None = None, tail: int = 500,
-             json: bool = False, connect_timeout: float = 10, timeout: float = 60, forks: int = 10,
+def diagnose(c: Context, inventory: str | None = None, limit: str | None = None, tail: str = "500",
+             json: bool = False, connect_timeout: str = "10", timeout: str = "60", forks: str = "10",
              accept_new_host_keys: bool = False) -> None:
     """Rank what cuts the WebSocket connections on each host, with evidence (exit 0 none, 2 causes, 1 error)."""
     from remediations.diagnose import diagnose_host, report_lines
     from remediations.masking import Masker
     from remediations.results import HostResult
-    from remediations.runner import Connect, run_hosts
+    from remediations.runner import run_hosts
     from remediations.transport import Transport
 
+    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
+    lines = int(number("tail", tail, integer=True))
     hosts = load_hosts(inventory, limit)
-    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys, int(forks))
 
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
-        result.evidence.update(diagnose_host(t, int(tail), masker))
+        result.evidence.update(diagnose_host(t, lines, masker))
         return result
 
     def show(r: HostResult) -> None:
@@ -171,16 +173,16 @@ def diagnose(c: Context, inventory: str | None = None, limit: str | None = None,
             "all": "show every backend line, not only WebSocket/disconnect/rate-limit/error lines"},
       auto_shortflags=False)
 @fail_on_error
-def monitor(c: Context, inventory: str | None = None, limit: str | None = None, duration: float = 0,
-            lines: int = 0, all: bool = False, connect_timeout: float = 10, timeout: float = 60,  # noqa: A002
+def monitor(c: Context, inventory: str | None = None, limit: str | None = None, duration: str = "0",
+            lines: str = "0", all: bool = False, connect_timeout: str = "10", timeout: str = "60",  # noqa: A002
             accept_new_host_keys: bool = False) -> None:
     """Follow the backend logs and nginx error logs of the selected hosts, one prefixed line each."""
     from remediations.monitor import Monitor
-    from remediations.runner import Connect
 
+    conn = connect_options(connect_timeout, timeout, accept_new_host_keys=accept_new_host_keys)
+    seconds, earlier = number("duration", duration), int(number("lines", lines, integer=True))
     hosts = load_hosts(inventory, limit)
-    conn = Connect(float(connect_timeout), float(timeout), accept_new_host_keys)
-    m = Monitor(hosts, duration=float(duration), lines=int(lines), show_all=all, connect=conn.transport)
+    m = Monitor(hosts, duration=seconds, lines=earlier, show_all=all, connect=conn.transport)
     raise SystemExit(m.run())
 
 

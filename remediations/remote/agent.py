@@ -289,7 +289,8 @@ def tail_file(path, n):
 def diagnose_facts(spec):
     """Bounded log tails for `invoke diagnose`: the backend container's log and nginx's error log."""
     n = max(0, min(int(spec.get("tail", 500)), MAX_TAIL_LINES))
-    out = {"now": time.time()}  # type: dict
+    # nginx's error log uses local time: the offset lets the controller place its lines in time.
+    out = {"now": time.time(), "utc_offset": time.localtime().tm_gmtoff}  # type: dict
     container = spec.get("container")
     if container:
         code, data, err = sh(["sh", "-c", 'exec docker logs --tail="$1" "$2" 2>&1', "sh", str(n), container],
@@ -386,7 +387,18 @@ def atomic_write(resolved, data, mode, uid, gid, run_id, pause=0.0):
             os.unlink(tmp)
         except OSError:
             pass
-        raise Failed("write", "cannot write %s: %s" % (resolved, exc.strerror)) from None
+        advice = WRITE_ADVICE.get(exc.errno or 0, "fix the cause, then run again")
+        raise Failed("write", "cannot write %s: %s; the old file is intact: %s"
+                     % (resolved, exc.strerror, advice)) from None
+
+
+WRITE_ADVICE = {
+    errno.ENOSPC: "free space on the file system that holds it, then run again",
+    errno.EDQUOT: "raise the quota or free space there, then run again",
+    errno.EROFS: "the file system is mounted read-only: remount it read-write, then run again",
+    errno.EACCES: "wsguard needs root there (ansible_become or ansible_user: root), or the directory is protected",
+    errno.EPERM: "the file or its directory is protected (immutable attribute?): lift that, then run again",
+}
 
 
 def nginx_test():
@@ -456,6 +468,12 @@ def handler_compose_recreate(spec):
                 time.sleep(0.1)
                 ports = listening_ports(now["pid"])
             evidence["listening"] = ports or "no listening socket seen"
+            if not ports:
+                now = container_facts(container)
+                if not now.get("running"):  # it died while we waited: not a success
+                    evidence.update(running=False, status=now.get("status"), logs=logs_tail(container))
+                    raise Failed("handler", "container %s is not running (%s) after `up -d`"
+                                 % (container, now.get("status")), evidence)
             return evidence
         if time.time() > deadline or (now.get("exists") and now.get("status") in ("exited", "dead")):
             evidence.update(new_id=now.get("id"), status=now.get("status"), env_wrong=wrong,
@@ -487,6 +505,32 @@ def prune(keep, current):
     for n in old:
         shutil.rmtree(os.path.join(RUNS, n), ignore_errors=True)
     return old
+
+
+def unchanged(path, old):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read() == old
+    except OSError:
+        return False
+
+
+def restore_service(manifest, specs):
+    """After the old files went back: re-run the handlers that acted on the new ones, so the service
+    runs what is on disk again (a backend recreated from a bad .env is recreated from the old one)."""
+    acted = set(manifest["handlers_run"]) | set(manifest["handlers_pending"])
+    outcome = []
+    for spec in specs:
+        if spec["name"] not in acted:
+            continue
+        spec = dict(spec, expect_env={})  # the restored file's values, whatever they are
+        try:
+            HANDLERS[spec["name"]](spec)
+            outcome.append({"name": spec["name"], "ok": True})
+        except Failed as exc:
+            outcome.append({"name": spec["name"], "ok": False, "error": exc.message,
+                            "logs": exc.evidence.get("logs")})
+    return outcome
 
 
 def restore(done, run_id):
@@ -538,7 +582,15 @@ def op_apply(req):
                      "uid_after": uid, "gid_after": gid, "backup": backup, "validate": f.get("validate")}
             manifest["files"].append(entry)
             write_json_atomic(os.path.join(run_dir, "manifest.json"), manifest)
-            atomic_write(resolved, new, mode, uid, gid, run_id, req.get("pause_before_rename", 0))
+            try:
+                atomic_write(resolved, new, mode, uid, gid, run_id, req.get("pause_before_rename", 0))
+            except Failed:
+                if unchanged(resolved, old):
+                    manifest["files"].pop()  # never written: the journal must not claim a change
+                else:  # renamed, then failed (fsync of the directory): the old bytes go back below
+                    done.append({"resolved": resolved, "old": old, "mode": st.st_mode & 0o7777, "uid": st.st_uid,
+                                 "gid": st.st_gid})
+                raise
             done.append({"resolved": resolved, "old": old, "mode": st.st_mode & 0o7777, "uid": st.st_uid,
                          "gid": st.st_gid})
         if any(f.get("validate") == "nginx" for f in req.get("files", [])):
@@ -583,6 +635,20 @@ def op_apply(req):
                 manifest["restored"] = True
             except Failed:
                 pass
+            else:
+                again = restore_service(manifest, req.get("handlers", []))
+                if again:
+                    manifest["service_restored"] = again
+                    result["error"]["evidence"]["service_restored"] = again
+                    for h in again:
+                        if h["ok"]:
+                            pending.pop(h["name"], None)
+                    ok = all(h["ok"] for h in again)
+                    result["error"]["message"] += (
+                        "; the old files were restored and %s re-run: %s"
+                        % (", ".join(h["name"] for h in again),
+                           "the service runs the old configuration again" if ok else
+                           "it failed too (%s)" % "; ".join(h.get("error") or "" for h in again if not h["ok"])))
     finally:
         if os.path.isdir(run_dir):
             if not manifest["files"] and manifest["status"] == "failed" and not manifest["handlers_pending"]:
