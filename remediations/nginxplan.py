@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from remediations.errors import NginxConfError
+from remediations.inventory import DEFAULT_NGINX_DIRECTIVES
 from remediations.nginxconf import (
     ensure_directives_by_block,
     identity,
@@ -24,16 +25,8 @@ from remediations.nginxconf import (
     top_directives,
 )
 
-DEFAULT_DIRECTIVES: list[str] = [
-    "proxy_http_version 1.1",
-    "proxy_set_header Upgrade $http_upgrade",
-    'proxy_set_header Connection "upgrade"',
-    "proxy_read_timeout 86400s",
-    "proxy_send_timeout 86400s",
-    "proxy_buffering off",
-    "proxy_socket_keepalive on",
-    "keepalive_timeout 86400s",
-]
+# One list of defaults, kept with the inventory's other defaults.
+DEFAULT_DIRECTIVES: list[str] = DEFAULT_NGINX_DIRECTIVES
 
 # Directives newer than nginx 1.0; anything not listed is assumed to exist everywhere.
 MIN_VERSION: dict[str, tuple[int, int, int]] = {

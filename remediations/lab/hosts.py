@@ -326,6 +326,16 @@ def _start_host(h: LabHost, profile: str, state: dict, image_ref: str) -> None:
     start_daemons(h)
 
 
+# Up and reset return only once the backend answers, so a test's first request never meets a 502.
+WAIT_FOR_BACKEND = """
+i=0
+until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
+  i=$((i+1))
+  [ $i -lt 300 ] || { echo 'no backend on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }
+  sleep 0.05
+done
+"""
+
 DAEMONS = f"""
 set -e
 /usr/sbin/sshd -f /etc/ssh/sshd_config -E /var/log/sshd.log
@@ -338,13 +348,7 @@ until [ -S /run/docker.sock ]; do
 done
 cd {APP_DIR}
 docker-compose up -d --no-color backend >/var/log/compose-up.log 2>&1 || {{ cat /var/log/compose-up.log >&2; exit 1; }}
-i=0
-until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
-  i=$((i+1))
-  [ $i -lt 300 ] || {{ echo 'no backend on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
-  sleep 0.05
-done
-"""
+""" + WAIT_FOR_BACKEND
 
 
 def start_daemons(h: LabHost) -> None:
@@ -500,13 +504,7 @@ RESET = f"""
 cd {APP_DIR} && docker-compose up -d --no-color --force-recreate backend >/var/log/compose-up.log 2>&1 \
   || {{ cat /var/log/compose-up.log >&2; exit 1; }}
 if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload; else nginx; fi
-i=0
-until curl -sf -o /dev/null http://127.0.0.1:8000/health; do
-  i=$((i+1))
-  [ $i -lt 300 ] || {{ echo 'no backend on :8000' >&2; docker logs --tail 20 wealth_coach_backend >&2; exit 1; }}
-  sleep 0.05
-done
-"""
+""" + WAIT_FOR_BACKEND
 
 
 def reset(h: LabHost, profile: str | None = None, state: dict | None = None) -> None:
