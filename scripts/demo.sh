@@ -14,16 +14,19 @@ step() {
   return 0
 }
 export WSGUARD_LAB_ID=0
-step lab.up --hosts 3
+# Profile stock: nginx's read timeout is 5 s there (standing for its 60 s default), so the idle drop
+# shows in seconds.
+step lab.up --hosts 3 --profile stock
 inv lab.reset >/dev/null                    # every host back to the incident's state
-step probe --inventory $INV --limit lab1 --stream 30 --idle 2 --duration 6
-step diagnose --inventory $INV
+step probe --inventory $INV --limit lab1 --stream 30 --idle 7 --duration 4
+step diagnose --inventory $INV --limit lab1
 step fix-rate-limit --inventory $INV --check --diff --limit lab1
 step fix-rate-limit --inventory $INV
+step probe --inventory $INV --limit lab1 --stream 30 --idle 7 --duration 12
 step fix-nginx --inventory $INV --check --diff --limit lab1
 step fix-nginx --inventory $INV
 step verify --inventory $INV
-step probe --inventory $INV --limit lab1 --stream 30 --idle 2 --duration 6
+step probe --inventory $INV --limit lab1 --stream 30 --idle 7 --duration 12
 step history --inventory $INV --limit lab1
 step rollback --inventory $INV --limit lab1
 step verify --inventory $INV --limit lab1
