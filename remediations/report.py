@@ -17,8 +17,11 @@ COLOURS = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "
 def host_lines(r: HostResult, *, check: bool, diff: bool) -> list[str]:
     verb = {"changed": "would change" if check else "changed"}.get(r.status, r.status)
     lines = [f"{r.host}: {verb}"]
+    # A failed apply leaves the old bytes (never written, or restored by the agent).
+    failed_apply = r.status == "failed" and (r.error or {}).get("kind") != "gate"
+    done = "would edit" if check else "kept the old bytes of" if failed_apply else "edited"
     for c in r.changes:
-        lines.append(f"  {'would edit' if check else 'edited'} {c['path']}")
+        lines.append(f"  {done} {c['path']}")
     for h in r.handlers:
         why = f" ({h['reason']})" if h.get("reason") else ""
         lines.append(f"  handler {h['name']}: {h['status']}{why}")

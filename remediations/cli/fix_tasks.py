@@ -1,4 +1,4 @@
-"""`invoke fix-rate-limit` and `invoke fix-nginx`."""
+"""`invoke fix` (both), `invoke fix-rate-limit` and `invoke fix-nginx`."""
 
 from __future__ import annotations
 
@@ -76,4 +76,22 @@ def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None
          accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard)
 
 
-TASKS = [fix_rate_limit, fix_nginx]
+@task(help={**FIX_HELP, "no_restart": "edit .env only; the running service keeps its old values"},
+      auto_shortflags=False)
+@fail_on_error
+def fix(c: Context, inventory: str | None = None, limit: str | None = None, check: bool = False,
+        diff: bool = False, json: bool = False, no_restart: bool = False, connect_timeout: str = "10",
+        timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False, lock_timeout: str = "30",
+        serial: str | None = None, canary: bool = False, max_fail_percent: str | None = None,
+        shard: str | None = None) -> None:
+    """fix-rate-limit and fix-nginx as one transaction per host (one round trip when nothing changes)."""
+    from remediations.combined import Combined
+    from remediations.nginxfix import NginxFix
+    from remediations.ratelimit import RateLimitFix
+
+    _run("fix", lambda h: Combined("fix", [RateLimitFix(h, restart=not no_restart), NginxFix(h)]), inventory,
+         limit, check, diff, json, connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout, serial,
+         canary, max_fail_percent, shard)
+
+
+TASKS = [fix, fix_rate_limit, fix_nginx]

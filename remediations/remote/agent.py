@@ -457,13 +457,14 @@ def handler_compose_recreate(spec):
         now = container_facts(container)
         env = dict(e.split("=", 1) for e in now.get("env", []) if "=" in e)
         wrong = {k: env.get(k) for k, v in expect.items() if env.get(k) != v}
-        # Running for a moment, not just created: a backend that dies at start must show as failed.
-        settled = now.get("running") and time.time() - started > spec.get("settle", 1.0)
+        # Listening, or running for a moment: a backend that dies at start must show as failed.
+        listening = listening_ports(now["pid"]) if now.get("running") and now.get("pid") else []
+        settled = now.get("running") and (listening or time.time() - started > spec.get("settle", 1.0))
         if now.get("exists") and not wrong and settled:
             evidence.update(new_id=now["id"], running=True, env_checked=sorted(expect))
             # Running is not serving: wait (bounded) until it accepts connections, as a proxy would need.
             ready = time.time() + spec.get("ready_timeout", 10)
-            ports = listening_ports(now["pid"]) if now.get("pid") else []
+            ports = listening
             while not ports and time.time() < ready and now.get("pid"):
                 time.sleep(0.1)
                 ports = listening_ports(now["pid"])
