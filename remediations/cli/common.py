@@ -86,7 +86,9 @@ def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
         report.print_json(run)
     else:
         print(report.recap(run))
-    raise SystemExit(run.exit_code)
+    if run.exit_code:
+        raise SystemExit(run.exit_code)
+    # exit 0: return, so that `invoke fix-rate-limit ... fix-nginx ...` goes on to the next task
 
 
 def on_result(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] | None:

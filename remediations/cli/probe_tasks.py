@@ -37,7 +37,8 @@ def _finish(run: Any, as_json: bool, recap: str) -> None:
         report.print_json(run)
     else:
         print(f"RECAP {run.task} run {run.run_id}: {recap}; exit {run.exit_code}")
-    raise SystemExit(run.exit_code)
+    if run.exit_code:
+        raise SystemExit(run.exit_code)
 
 
 PROBE_HELP = {
