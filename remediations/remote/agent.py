@@ -451,9 +451,11 @@ def handler_compose_recreate(spec):
         raise Failed("handler", "neither `docker compose` nor `docker-compose` works on this host")
     old = container_facts(container)
     # Recreate, not restart: a restart keeps the container and its OLD environment.
+    began = time.time()
     code, out, err = sh(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", app_dir] + cmd
                         + ["up", "-d", "--no-deps", service], timeout=spec.get("timeout", 120))
-    evidence = {"command": " ".join(cmd + ["up", "-d", "--no-deps", service]), "old_id": old.get("id")}
+    evidence = {"command": " ".join(cmd + ["up", "-d", "--no-deps", service]), "old_id": old.get("id"),
+                "up_seconds": round(time.time() - began, 3)}
     if code != 0:
         evidence["logs"] = logs_tail(container)
         raise Failed("handler", "%s failed: %s" % (evidence["command"], text(err or out).strip()[-800:]), evidence)
@@ -625,8 +627,10 @@ def op_apply(req):
         manifest["handler_specs"] = req.get("handlers", [])
         for spec in req.get("handlers", []):
             name = spec["name"]
+            began = time.time()
             try:
                 evidence = HANDLERS[name](spec)
+                evidence["seconds"] = round(time.time() - began, 3)
             except Failed as exc:
                 pending[name] = spec
                 manifest["handlers_pending"].append(name)
