@@ -90,7 +90,11 @@ def lab() -> Iterator[Lab]:
         pytest.skip(f"{why}: lab tests need Linux and root (run `bash scripts/test.sh` as root)")
     from remediations.lab import hosts
 
-    hosts.up(LAB_HOSTS, "seed")
+    try:
+        hosts.up(LAB_HOSTS, "seed")
+    except BaseException:
+        hosts.down()  # a half-made lab is not left behind for the next run
+        raise
     yield Lab()
     if not os.environ.get("WSGUARD_KEEP_LAB"):
         hosts.down()

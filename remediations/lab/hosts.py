@@ -41,6 +41,8 @@ BIND_DIRS = ["etc/nginx", "etc/ssh", "etc/sudoers.d", "etc/containers", "opt", "
              "tmp", "var/tmp", "home", "root", "run"]
 BIND_FILES = ["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow", "etc/hosts", "etc/hostname"]
 PROFILES = ("seed", "stock")
+# Where a host sees the image store shared by all hosts (bound there from .lab-cache/ at bring-up).
+IMAGE_STORE = "/var/lib/wsguard-lab-images"
 FAULTS = ("linkdown", "blackhole", "drop", "restore")
 REQUIRED = ["ip", "unshare", "nsenter", "sshd", "nginx", "podman", "docker-compose", "docker", "sudo",
             "iptables", "tc", "ssh-keygen", "openssl", "runc", "curl"]
@@ -277,11 +279,10 @@ def prepare_files(h: LabHost, profile: str, state: dict, image_ref: str) -> None
     containers = h.path("/etc/containers")
     shutil.copytree("/etc/containers", containers, dirs_exist_ok=True)
     shutil.copy(FILES / "containers.conf", containers / "containers.conf")
-    store = cache_dir() / "images" / "storage"
     _write(containers / "storage.conf",
            '[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
            'runroot = "/run/containers/storage"\n\n[storage.options]\n'
-           f'additionalimagestores = ["{store}"]\n')
+           f'additionalimagestores = ["{IMAGE_STORE}"]\n')
     _write(h.path("/etc/hosts"), f"127.0.0.1 localhost\n{h.address} {h.name} {SITE_NAME}\n")
     _write(h.path("/etc/hostname"), h.name + "\n")
     _users(h, state, (lab_dir() / "ssh" / "id_ed25519.pub").read_text())
@@ -318,10 +319,16 @@ def _start_host(h: LabHost, profile: str, state: dict, image_ref: str) -> None:
        f"&& ip -n {h.netns} link set lo up")
     for f in (h.mnt_ns, h.uts_ns):
         f.touch()
-    binds = "".join(f"mount --bind '{h.root}/{d}' /{d}\n" for d in BIND_DIRS + BIND_FILES)
     # Inside the new mount namespace: drop the copies of other namespaces' pins, then bind this host's tree.
+    # The sources are reached through a staging tmpfs on /mnt: the checkout may itself live under /tmp or
+    # /home, which the first binds hide.
+    store = cache_dir() / "images" / "storage"
+    binds = "".join(f"mount --bind /mnt/host/{d} /{d}\n" for d in BIND_DIRS + BIND_FILES)
     setup = (f"umount -R -l /run/netns 2>/dev/null; umount -R -l '{lab_dir() / 'ns'}' 2>/dev/null\n"
-             f"set -e\n{binds}hostname {h.name}\n")
+             "set -e\nmkdir -p /mnt\nmount -t tmpfs -o size=64k,mode=0700 wsguard-stage /mnt\n"
+             f"mkdir /mnt/host /mnt/images\nmount --bind '{h.root}' /mnt/host\nmount --bind '{store}' /mnt/images\n"
+             f"{binds}mkdir -p {IMAGE_STORE}\nmount --bind /mnt/images {IMAGE_STORE}\n"
+             f"umount -l /mnt/host /mnt/images\numount -l /mnt\nhostname {h.name}\n")
     sh(["unshare", f"--mount={h.mnt_ns}", f"--uts={h.uts_ns}", "--propagation", "private", "/bin/sh", "-c", setup])
     start_daemons(h)
 
@@ -464,6 +471,9 @@ def down() -> list[str]:
     state = load_state()
     names = set(state.get("hosts", {}))
     names |= {p.name for p in (d / "hosts").iterdir()} if (d / "hosts").exists() else set()
+    # Namespaces of this lab id that the state no longer lists (an interrupted run, a deleted .lab/).
+    netns = sh(["ip", "netns", "list"], check=False).stdout.split()
+    names |= {n[len(PREFIX):] for n in netns if n.startswith(PREFIX) and n[len(PREFIX):].startswith("lab")}
     removed = []
     for name in sorted(names):
         _teardown(host(name))
