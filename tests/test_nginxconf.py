@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from remediations import nginxconf
 from remediations.errors import LocationNotFound, NginxConfError, RemediationError
+from remediations.inventory import DEFAULT_NGINX_DIRECTIVES
 from remediations.nginxconf import (
     ensure_directives,
     identity,
@@ -37,16 +38,7 @@ server {
 }
 """
 
-WS = [
-    "proxy_http_version 1.1",
-    "proxy_set_header Upgrade $http_upgrade",
-    'proxy_set_header Connection "upgrade"',
-    "proxy_read_timeout 86400s",
-    "proxy_send_timeout 86400s",
-    "proxy_buffering off",
-    "proxy_socket_keepalive on",
-    "keepalive_timeout 86400s",
-]
+WS = DEFAULT_NGINX_DIRECTIVES
 
 
 # --- crossplane as the independent judge ------------------------------------------------------

@@ -9,6 +9,7 @@ from invoke import Context, task
 from remediations.cli.common import (
     COMMON_HELP,
     FLEET_HELP,
+    connect_options,
     fail_on_error,
     finish,
     fleet_run,
@@ -27,12 +28,10 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
          accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard) -> None:  # type: ignore[no-untyped-def]
     from remediations.masking import Masker
     from remediations.results import HostResult
-    from remediations.runner import Connect
     from remediations.transaction import Options, execute
     from remediations.transport import Transport
 
-    conn = Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
-                   accept_new_host_keys, int(number("forks", forks, minimum=1, integer=True)))
+    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
     lock_timeout = number("lock_timeout", lock_timeout)
     plan = rollout(serial, canary, max_fail_percent, shard)
     hosts = load_hosts(inventory, limit, shard)
