@@ -42,7 +42,6 @@ class Combined:
             p = part.plan(facts, masker)
             plan.files += p.files
             plan.handlers += p.handlers
-            plan.reasons += p.reasons
             plan.warnings += p.warnings
             plan.evidence.update(p.evidence)
         return plan

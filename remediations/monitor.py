@@ -28,6 +28,7 @@ from remediations.envfile import read_values
 from remediations.errors import RemediationError
 from remediations.inventory import Host
 from remediations.masking import Masker
+from remediations.ratelimit import container_env
 from remediations.transaction import call_agent, content
 from remediations.transport import Transport
 
@@ -138,8 +139,7 @@ class Monitor:
         env: dict[str, Any] = next((f for f in facts["files"] if f["path"] == host.ws.env_file), {})
         if env.get("exists"):
             masker.add_env(read_values(content(env).decode("utf-8", "replace")))
-        c = facts.get("container") or {}
-        masker.add_env(dict(e.split("=", 1) for e in c.get("env", []) if "=" in e))
+        masker.add_env(container_env(facts) or {})
         return _Follower(host, t, masker)
 
     def _follow(self, f: _Follower, source: str) -> None:

@@ -115,7 +115,6 @@ class FileChange:
 class Plan:
     files: list[FileChange] = field(default_factory=list)
     handlers: list[dict[str, Any]] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)     # why handlers run without a file change
     warnings: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     rollback_of: str | None = None

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -75,19 +76,13 @@ def file_facts(path):
     return info
 
 
-def compose_command(app_dir):
+def compose_command():
     """`docker compose` (v2 plugin) where present, else docker-compose v1."""
     code, _, _ = sh(["docker", "compose", "version"], timeout=15)
     if code == 0:
         return ["docker", "compose"]
     # v1 is a Python program that takes ~0.3 s of CPU to print its version: being on PATH is enough.
-    return ["docker-compose"] if shutil_which("docker-compose") else None
-
-
-def shutil_which(name):
-    import shutil
-
-    return shutil.which(name)
+    return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
 def container_facts(name):
@@ -246,9 +241,6 @@ def op_facts(req):
     out = {"files": [file_facts(p) for p in req.get("files", [])], "euid": os.geteuid()}
     if req.get("container"):
         out["container"] = container_facts(req["container"])
-    if req.get("compose_app_dir"):
-        cmd = compose_command(req["compose_app_dir"])
-        out["compose"] = " ".join(cmd) if cmd else None
     if req.get("nginx"):
         out["nginx"] = nginx_facts()
     if req.get("journal") is not None:
@@ -446,7 +438,7 @@ def handler_nginx_reload(spec):
 
 def handler_compose_recreate(spec):
     app_dir, service, container = spec["app_dir"], spec["service"], spec["container"]
-    cmd = compose_command(app_dir)
+    cmd = compose_command()
     if cmd is None:
         raise Failed("handler", "neither `docker compose` nor `docker-compose` works on this host")
     old = container_facts(container)
@@ -513,8 +505,6 @@ def prune(keep, current):
         return []
     names.sort(key=lambda n: run_order(n, read_json(os.path.join(RUNS, n, "manifest.json"), {}) or {}))
     old = [n for n in names if n != current][: max(0, len(names) - keep)]
-    import shutil
-
     for n in old:
         shutil.rmtree(os.path.join(RUNS, n), ignore_errors=True)
     return old
@@ -667,8 +657,6 @@ def op_apply(req):
     finally:
         if os.path.isdir(run_dir):
             if not manifest["files"] and manifest["status"] == "failed" and not manifest["handlers_pending"]:
-                import shutil
-
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing happened: no run to record
             else:
                 write_json_atomic(os.path.join(run_dir, "manifest.json"), manifest)
