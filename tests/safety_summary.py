@@ -1,6 +1,6 @@
 """The reliability suite's own tally, printed at the end of a pytest run (issue 13).
 
-Tests mark themselves `@pytest.mark.safety("fault" | "bad_input" | "attack")`; every such test is one
+Tests mark themselves `@pytest.mark.safety("fault" | "bad_input" | "attack" | "hostile")`; every such test is one
 thing tried, and it counts as survived / a clear error / refused when all its phases passed. Fault
 tests also report the bytes of managed files that ended as neither the old nor the new bytes (`lost`).
 Nothing here is written by hand: the table is computed from the recorded outcomes.
@@ -14,6 +14,7 @@ KINDS = {
     "fault": ("faults", "survived"),
     "bad_input": ("bad inputs", "clear errors"),
     "attack": ("attacks", "refused"),
+    "hostile": ("hostile-user attempts", "refused"),
 }
 
 # kind -> test node id -> True (every phase passed) / False (a phase failed)
