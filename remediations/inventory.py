@@ -14,7 +14,7 @@ import hashlib
 import os
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import MappingProxyType
@@ -43,6 +43,18 @@ _HINT_INVENTORY = "pass --inventory PATH (a file or a directory) or set WSGUARD_
 # Ansible's vars plugin tries these suffixes in this order and takes the first that exists.
 _VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Docker's own rule for container names (daemon/names: at least two characters); a compose service name
+# takes the same characters, and must start with a letter or digit so it never reads as an option.
+_CONTAINER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_SERVICE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# C0 controls but tab, and DEL: a NUL cuts a path or an argument short, a newline starts a new line
+# in a file, a unit or a report, and neither can be seen in a message.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_MIB = 1024 * 1024
+DEFAULT_MAX_ENV_BYTES = _MIB
+DEFAULT_MAX_SITE_BYTES = 16 * _MIB
+_MAX_FILE_BYTES = 1024 * _MIB  # a larger .env or site is surely a typo, and would be read into memory
+_MAX_JOURNAL_KEEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,11 @@ class WsVars:
     nginx_directives: list[str] = field(default_factory=lambda: list(DEFAULT_NGINX_DIRECTIVES))
     journal_keep: int = 20
     nginx_reload: str = "auto"
+    # Trees besides the defaults (app_dir for the .env; nginx's config directory for the site) that a
+    # managed file may be a symlink into; the agent decides what is allowed.
+    allowed_paths: tuple[str, ...] = ()
+    max_env_bytes: int = DEFAULT_MAX_ENV_BYTES
+    max_site_bytes: int = DEFAULT_MAX_SITE_BYTES
 
     def __post_init__(self) -> None:
         # Remote paths are POSIX whatever the controller runs; frozen, hence object.__setattr__.
@@ -251,12 +268,24 @@ def _vars_files(folder: str, name: str) -> list[str]:
 
 
 class _Bad(Exception):
-    """A value is not what wsguard expects; the message says what is."""
+    """A value is not what wsguard expects; the message says what is, the hint what to write."""
+
+    def __init__(self, expected: str, hint: str | None = None) -> None:
+        super().__init__(expected)
+        self.hint = hint
 
 
 def _string(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise _Bad("a non-empty string")
+    if _CONTROL.search(v):
+        raise _Bad("a single line with no NUL, newline or other control character",
+                   "write the value on one line; remove the escape (\\0, \\n, ...) from the quoted string")
+    # Each of these values ends up as an argument of a command (ssh, docker, compose, the agent) or in a
+    # message about one; a leading '-' would be read as an option there.
+    if v.lstrip().startswith("-"):
+        raise _Bad("a value that does not start with '-' (it is passed on a command line, where it would "
+                   "read as an option)", "write the name or path itself; wsguard adds any options")
     if "{{" in v:
         raise _Bad("a literal value (wsguard does not evaluate Jinja templates)")
     return v
@@ -266,6 +295,33 @@ def _abs_path(v: Any) -> str:
     if not _string(v).startswith("/"):
         raise _Bad("an absolute path (starting with /)")
     return str(v)
+
+
+def _address(v: Any) -> str:
+    if any(c.isspace() for c in _string(v)):
+        raise _Bad("a host name or IP address, without spaces")
+    return str(v)
+
+
+def _user(v: Any) -> str:
+    if any(c.isspace() for c in _string(v)):
+        raise _Bad("a login name, without spaces")
+    return str(v)
+
+
+def _name(pattern: re.Pattern[str], what: str, hint: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not pattern.fullmatch(_string(v)):
+            raise _Bad(what, hint)
+        return str(v)
+
+    return check
+
+
+_compose_service = _name(_SERVICE, "a compose service name: a letter or digit, then letters, digits, '_', '.' "
+                         "or '-'", "use the service's key under services: in the app's docker-compose.yml")
+_container = _name(_CONTAINER, "a container name: a letter or digit, then at least one more letter, digit, "
+                   "'_', '.' or '-' (Docker's rule)", "use the name `docker ps --format '{{.Names}}'` shows")
 
 
 def _identifier(v: Any) -> str:
@@ -291,38 +347,64 @@ def _env_flags(v: Any) -> dict[str, str]:
             raise _Bad(f"variable names that are identifiers, not {name!r}{quote}")
         if isinstance(value, bool):  # YAML's true/false, written as the app's .env expects them
             flags[name] = "true" if value else "false"
-        elif isinstance(value, int | float | str) and "\n" not in str(value):
-            flags[name] = str(value)
+        elif isinstance(value, int | float | str) and not _CONTROL.search(str(value)):
+            flags[name] = str(value)  # a leading '-' is fine here: the value goes into the file, not argv
         else:
-            raise _Bad(f"a single-line string, number or boolean for {name}")
+            raise _Bad(f"a single-line string, number or boolean for {name} (no NUL or other control character)")
     return flags
 
 
 def _directives(v: Any) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(d, str) and d.strip() and "\n" not in d for d in v):
-        raise _Bad("a list of non-empty, single-line strings")
+    if not isinstance(v, list) or not all(isinstance(d, str) and d.strip() and not _CONTROL.search(d) for d in v):
+        raise _Bad("a list of non-empty, single-line strings (no NUL or other control character)")
     return list(v)
 
 
-def _journal_keep(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _Bad("an integer >= 1")
-    return v
+def _allowed_paths(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise _Bad("a list of absolute paths", "write one `- /path` line per tree")
+    paths = []
+    for p in v:
+        try:
+            path = _abs_path(p)
+        except _Bad as e:
+            raise _Bad(f"a list of absolute paths; {_got(p)} is not: {e}", e.hint) from None
+        # Spelled plainly, so the agent compares real trees: '..' would mean one tree here and another
+        # after symlinks are resolved, and '/' would allow every file on the host.
+        if ".." in path.split("/"):
+            raise _Bad(f"a list of absolute paths without '..'; {_got(p)} has one", "write the path it means")
+        path = posixpath.normpath(path)
+        if path in ("/", "//"):
+            raise _Bad("a list of trees narrower than / (the root would allow every file on the host)")
+        paths.append(path)
+    return tuple(dict.fromkeys(paths))
+
+
+def _whole(low: int, high: int, what: str = "a whole number") -> Callable[[Any], int]:
+    """A whole number within [low, high]: never a boolean, a float (.inf, .nan) or an overflow."""
+
+    def check(v: Any) -> int:
+        # A quoted number is accepted: inventories converted from INI often carry them as strings.
+        if isinstance(v, str) and v.isascii() and v.strip().isdigit() and len(v.strip()) <= 20:
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise _Bad(f"{what} from {low} to {high}")
+        return v
+
+    return check
+
+
+_journal_keep = _whole(1, _MAX_JOURNAL_KEEP, "a whole number of runs")
+_port = _whole(1, 65535, "a whole-number port")
+_file_bytes = _whole(1, _MAX_FILE_BYTES, "a size in bytes")
 
 
 def _nginx_reload(v: Any) -> str:
     if v not in NGINX_RELOAD_MODES:
         raise _Bad("one of " + ", ".join(NGINX_RELOAD_MODES))
     return str(v)
-
-
-def _port(v: Any) -> int:
-    # A quoted port is accepted: inventories converted from INI often carry them as strings.
-    if isinstance(v, str) and v.isascii() and v.isdigit():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
-        raise _Bad("an integer port 1..65535")
-    return v
 
 
 def _bool(v: Any) -> bool:
@@ -340,15 +422,15 @@ def _optional(check: Any) -> Any:
 
 # Every var wsguard reads, with its check; each check returns the value as wsguard uses it.
 _CHECKS: dict[str, Any] = {
-    "ansible_host": _string,
+    "ansible_host": _address,
     "ansible_port": _port,
-    "ansible_user": _string,
+    "ansible_user": _user,
     "ansible_ssh_private_key_file": _string,
     "ansible_become": _bool,
     "app_dir": _abs_path,
     "env_file": _string,
-    "compose_service": _string,
-    "backend_container": _string,
+    "compose_service": _compose_service,
+    "backend_container": _container,
     "nginx_site": _abs_path,
     "ws_location": _string,
     "wsguard_known_hosts": _string,
@@ -358,9 +440,20 @@ _CHECKS: dict[str, Any] = {
     "nginx_directives": _directives,
     "wsguard_journal_keep": _journal_keep,
     "wsguard_nginx_reload": _nginx_reload,
+    "wsguard_allowed_paths": _allowed_paths,
+    "wsguard_max_env_bytes": _file_bytes,
+    "wsguard_max_site_bytes": _file_bytes,
 }
-# WsVars field <- var name, where they differ from the field name.
-_WS_FIELDS = {"journal_keep": "wsguard_journal_keep", "nginx_reload": "wsguard_nginx_reload"}
+# WsVars field -> the var that sets it.
+_WS_FIELDS = {
+    **{f: f for f in ("app_dir", "env_file", "compose_service", "backend_container", "nginx_site", "ws_location",
+                      "ws_url", "ws_token_key", "env_flags", "nginx_directives")},
+    "journal_keep": "wsguard_journal_keep",
+    "nginx_reload": "wsguard_nginx_reload",
+    "allowed_paths": "wsguard_allowed_paths",
+    "max_env_bytes": "wsguard_max_env_bytes",
+    "max_site_bytes": "wsguard_max_site_bytes",
+}
 
 
 def _got(v: Any) -> str:
@@ -384,7 +477,8 @@ def _checked_vars(file: str, owner: str, data: Any) -> dict[str, Any]:
             try:
                 _CHECKS[key](value)
             except _Bad as e:
-                raise InventoryError(f"{file}: {owner}: {key}: expected {e}, got {_got(value)}") from None
+                raise InventoryError(f"{file}: {owner}: {key}: expected {e}, got {_got(value)}",
+                                     e.hint or f"fix {key} there") from None
     return dict(data)
 
 
@@ -403,9 +497,15 @@ def _expand_host(file: str, group: str, key: Any) -> tuple[list[str], int | None
     if not isinstance(key, str | int) or isinstance(key, bool) or not str(key).strip():
         raise InventoryError(f"{file}: group '{group}': host name {key!r} must be a string")
     name, port = str(key).strip(), None
+    # A host name is printed in every report line and is the address when ansible_host is not set.
+    if _CONTROL.search(name) or name.startswith("-"):
+        raise InventoryError(f"{file}: group '{group}': host name {key!r} starts with '-' or holds a control "
+                             "character", "name the host as DNS does (letters, digits, '.', '-' inside)")
     m = re.fullmatch(r"(.+):([0-9]+)", name)
     if m and ":" not in re.sub(r"\[[^\]]*\]", "", m[1]):  # not an IPv6 address
         name, port = m[1], int(m[2])
+        if not 1 <= port <= 65535:
+            raise InventoryError(f"{file}: group '{group}': host {key!r}: the port must be from 1 to 65535")
     return _expand_ranges(file, group, name), port
 
 
@@ -447,6 +547,8 @@ class _Builder:
     def _add_group(self, file: str, name: Any, body: Any, parent: str | None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise InventoryError(f"{file}: group name {name!r} must be a non-empty string")
+        if _CONTROL.search(name):
+            raise InventoryError(f"{file}: group name {name!r} holds a control character", "rename the group")
         if name == "all" and parent:
             raise InventoryError(f"{file}: group '{parent}': `all` cannot be a child of another group")
         group = self.groups.setdefault(name, _Group())
@@ -559,11 +661,15 @@ def _make_host(path: str, base_dir: str, name: str, groups: tuple[str, ...], v: 
             f"{path}: host '{name}': nginx_site is not set (expected the absolute path of its nginx site file)",
             "set nginx_site in the host's vars, its group's vars or group_vars/all.yml",
         )
+    if "ansible_host" not in v:  # the name is the address: it must be one
+        try:
+            _address(name)
+        except _Bad as e:
+            raise InventoryError(f"{path}: host '{name}' has no ansible_host, and its name is not an address: "
+                                 f"expected {e}", "set ansible_host for it") from None
     # Values were checked where they were written; the checks also turn them into what wsguard uses.
     ws: dict[str, Any] = {}
-    for fld in ("app_dir", "env_file", "compose_service", "backend_container", "nginx_site", "ws_location",
-                "ws_url", "ws_token_key", "env_flags", "nginx_directives", "journal_keep", "nginx_reload"):
-        var = _WS_FIELDS.get(fld, fld)
+    for fld, var in _WS_FIELDS.items():
         if var in v:
             ws[fld] = _CHECKS[var](v[var])
     ws["known_hosts"] = _local_path(v.get("wsguard_known_hosts", _DEFAULT_KNOWN_HOSTS), base_dir)

@@ -93,6 +93,7 @@ def test_loads_hosts_connection_vars_and_defaults(tmp_path: Path) -> None:
     assert web.ws.known_hosts == os.path.expanduser("~/.ssh/known_hosts")
     assert web.ws.env_flags == DEFAULT_ENV_FLAGS and web.ws.nginx_directives == DEFAULT_NGINX_DIRECTIVES
     assert (web.ws.ws_url, web.ws.ws_token_key, web.ws.journal_keep, web.ws.nginx_reload) == (None, None, 20, "auto")
+    assert (web.ws.allowed_paths, web.ws.max_env_bytes, web.ws.max_site_bytes) == ((), 1048576, 16 * 1048576)
 
 
 def test_children_nest_transitively(tmp_path: Path) -> None:
@@ -209,6 +210,9 @@ all:
       ws_url: ws://h1:8000/ws/chat
       wsguard_journal_keep: 3
       wsguard_nginx_reload: systemd
+      wsguard_allowed_paths: [/srv/shared/, /srv/shared, /data//x]
+      wsguard_max_env_bytes: 2048
+      wsguard_max_site_bytes: "4096"
       unknown_var_from_ansible: anything
 """)
     ws = inv.hosts["h1"].ws
@@ -217,6 +221,30 @@ all:
     assert ws.env_flags == {"WS_RATE_LIMIT_ENABLED": "false", "WS_MAX_MESSAGES_PER_MINUTE": "500", "X_ON": "true"}
     assert ws.nginx_directives == ["proxy_buffering off"]
     assert (ws.ws_url, ws.journal_keep, ws.nginx_reload) == ("ws://h1:8000/ws/chat", 3, "systemd")
+    assert ws.allowed_paths == ("/srv/shared", "/data/x")  # normalised, each once, in order
+    assert (ws.max_env_bytes, ws.max_site_bytes) == (2048, 4096)
+
+
+def test_allowed_paths_may_be_empty(tmp_path: Path) -> None:
+    inv = load(tmp_path, "all:\n  hosts:\n    h1:\n      wsguard_allowed_paths:\n    h2:\n"
+                         "      wsguard_allowed_paths: []\n")
+    assert inv.hosts["h1"].ws.allowed_paths == () == inv.hosts["h2"].ws.allowed_paths
+
+
+def test_names_and_values_that_look_like_options_elsewhere_are_kept(tmp_path: Path) -> None:
+    inv = load(tmp_path, """
+all:
+  hosts:
+    h1:
+      compose_service: a
+      backend_container: web.1_x-y
+      ws_location: "~ ^/ws-(chat|feed)/"
+      env_flags: {WS_OFFSET: -1, WS_NAME: "-x-"}
+      nginx_directives: ["proxy_set_header X-Tab\tvalue"]
+""")
+    ws = inv.hosts["h1"].ws
+    assert (ws.compose_service, ws.backend_container, ws.ws_location) == ("a", "web.1_x-y", "~ ^/ws-(chat|feed)/")
+    assert ws.env_flags == {"WS_OFFSET": "-1", "WS_NAME": "-x-"}  # written into the file, never argv
 
 
 # ---------------------------------------------------------------- validation
@@ -235,13 +263,59 @@ BAD_VARS = [
     ("nginx_directives", "['']", "list of non-empty"),
     ("ws_url", "https://example.com/ws", "ws:// or wss://"),
     ("ws_token_key", "'has space'", "identifier"),
-    ("wsguard_journal_keep", "0", "integer >= 1"),
-    ("wsguard_journal_keep", "true", "integer >= 1"),
+    ("wsguard_journal_keep", "0", "from 1 to 10000"),
+    ("wsguard_journal_keep", "true", "from 1 to 10000"),
+    ("wsguard_journal_keep", ".inf", "from 1 to 10000"),
+    ("wsguard_journal_keep", ".nan", "from 1 to 10000"),
+    ("wsguard_journal_keep", "99999999999999999999", "from 1 to 10000"),
     ("wsguard_nginx_reload", "restart", "auto, signal, service, systemd"),
-    ("ansible_port", "70000", "1..65535"),
-    ("ansible_port", "ssh", "1..65535"),
+    ("ansible_port", "70000", "from 1 to 65535"),
+    ("ansible_port", "ssh", "from 1 to 65535"),
+    ("ansible_port", "22.5", "from 1 to 65535"),
+    ("ansible_port", "'99999999999999999999999'", "from 1 to 65535"),
     ("ansible_become", "maybe", "boolean"),
     ("ansible_user", "{a: 1}", "non-empty string"),
+    # The new limits and trees.
+    ("wsguard_max_env_bytes", "0", "a size in bytes from 1 to 1073741824"),
+    ("wsguard_max_env_bytes", "1.5", "a size in bytes from 1 to"),
+    ("wsguard_max_env_bytes", ".inf", "a size in bytes from 1 to"),
+    ("wsguard_max_env_bytes", "99999999999999999999", "a size in bytes from 1 to"),
+    ("wsguard_max_env_bytes", "lots", "a size in bytes from 1 to"),
+    ("wsguard_max_env_bytes", "false", "a size in bytes from 1 to"),
+    ("wsguard_max_site_bytes", "-1", "a size in bytes from 1 to"),
+    ("wsguard_max_site_bytes", ".nan", "a size in bytes from 1 to"),
+    ("wsguard_max_site_bytes", "2147483648", "a size in bytes from 1 to 1073741824"),
+    ("wsguard_allowed_paths", "/srv/shared", "a list of absolute paths"),
+    ("wsguard_allowed_paths", "[srv/shared]", "'srv/shared' is not: an absolute path"),
+    ("wsguard_allowed_paths", "[/srv, 5]", "5 is not: a non-empty string"),
+    ("wsguard_allowed_paths", "['/srv/../etc']", "without '..'"),
+    ("wsguard_allowed_paths", "[/]", "narrower than /"),
+    ("wsguard_allowed_paths", '["/srv/a\\nb"]', "single line"),
+    # Values that would read as options on a command line, or cut it short.
+    ("compose_service", "--help", "does not start with '-'"),
+    ("compose_service", "' -d'", "does not start with '-'"),
+    ("compose_service", "'back end'", "compose service name"),
+    ("compose_service", ".hidden", "compose service name"),
+    ("compose_service", "'svc;reboot'", "compose service name"),
+    ("backend_container", "--follow", "does not start with '-'"),
+    ("backend_container", "x", "container name"),  # Docker's rule: two characters at least
+    ("backend_container", "'app$(id)'", "container name"),
+    ("backend_container", "/app", "container name"),
+    ("ansible_user", "-oProxyCommand=x", "does not start with '-'"),
+    ("ansible_user", "'de ploy'", "without spaces"),
+    ("ansible_host", "-oProxyCommand=x", "does not start with '-'"),
+    ("ansible_host", "'10.0.0.1 -p 2'", "without spaces"),
+    ("ansible_ssh_private_key_file", "-i", "does not start with '-'"),
+    ("ws_location", "-x", "does not start with '-'"),
+    ("env_file", "--env-file", "does not start with '-'"),
+    ("wsguard_known_hosts", "'-F'", "does not start with '-'"),
+    ("app_dir", '"/srv/a\\0b"', "no NUL, newline"),
+    ("nginx_site", '"/etc/nginx/a\\nb"', "no NUL, newline"),
+    ("env_file", '"x\\r.env"', "no NUL, newline"),
+    ("ws_location", '"/ws/\\n"', "no NUL, newline"),
+    ("ws_url", '"ws://h/ws\\0"', "no NUL, newline"),
+    ("env_flags", '{A: "x\\0y"}', "no NUL or other control character"),
+    ("nginx_directives", '["proxy_buffering off\\0"]', "no NUL or other control character"),
 ]
 
 
@@ -263,6 +337,43 @@ def test_bad_var_in_host_vars_and_inline_group_vars(tmp_path: Path) -> None:
     assert "host_vars/h1" in msg and "host 'h1'" in msg and "ws_url" in msg
     msg = error(tmp_path, "all:\n  vars:\n    wsguard_journal_keep: many\n  hosts:\n    h1:\n")
     assert "hosts.yml" in msg and "group 'all'" in msg and "wsguard_journal_keep" in msg
+
+
+NEW_VARS = [b for b in BAD_VARS if b[0].startswith(("wsguard_max_", "wsguard_allowed_"))]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), NEW_VARS)
+def test_bad_limit_or_tree_in_group_vars_names_file_and_key(tmp_path: Path, key: str, value: str,
+                                                          expected: str) -> None:
+    msg = error(tmp_path, "all:\n  children:\n    web:\n      hosts:\n        w1:\n",
+                **{"group_vars__web.yml": f"{key}: {value}\n"})
+    assert str(tmp_path / "group_vars" / "web.yml") in msg and f"{key}:" in msg and expected in msg
+
+
+@pytest.mark.parametrize(("key", "value"), [("compose_service", "--help"), ("backend_container", "--follow"),
+                                            ("ansible_host", "-oProxyCommand=sh")])
+def test_option_like_value_error_shows_it_and_says_what_to_write(tmp_path: Path, key: str, value: str) -> None:
+    msg = error(tmp_path, f"all:\n  vars:\n    {key}: {value}\n  hosts:\n    h1:\n")
+    assert "hosts.yml" in msg and f"{key}: expected" in msg and repr(value) in msg
+    assert "read as an option" in msg and "hint: write the name or path itself" in msg
+
+
+@pytest.mark.parametrize(("hosts_yml", "expected"), [
+    ("all:\n  hosts:\n    -oProxyCommand=x:\n", "host name '-oProxyCommand=x' starts with '-'"),
+    ('all:\n  hosts:\n    "web\\n1":\n', "holds a control character"),
+    ("all:\n  hosts:\n    web1:0:\n", "the port must be from 1 to 65535"),
+    ("all:\n  hosts:\n    web1:70000:\n", "the port must be from 1 to 65535"),
+    ('all:\n  hosts:\n    "web 1":\n', "host 'web 1' has no ansible_host, and its name is not an address"),
+    ('all:\n  children:\n    "web\\rx":\n      hosts:\n        h1:\n', "holds a control character"),
+])
+def test_host_and_group_names_that_cannot_be_used(tmp_path: Path, hosts_yml: str, expected: str) -> None:
+    msg = error(tmp_path, hosts_yml)
+    assert expected in msg and "hosts.yml" in msg
+
+
+def test_host_name_with_a_space_is_fine_with_an_ansible_host(tmp_path: Path) -> None:
+    inv = load(tmp_path, 'all:\n  hosts:\n    "web 1":\n      ansible_host: 10.0.0.1\n')
+    assert inv.hosts["web 1"].address == "10.0.0.1"
 
 
 def test_missing_nginx_site_names_the_host(tmp_path: Path) -> None:
