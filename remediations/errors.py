@@ -49,5 +49,17 @@ class RemoteTimeout(TransportError):
     kind = "timeout"
 
 
+class OutputLimitError(TransportError):
+    """A host sent more output than the controller keeps in memory."""
+
+    kind = "output_limit"
+
+
+class JumpHostError(TransportError):
+    """The user's ssh config routes a host through a jump host whose key wsguard would not check."""
+
+    kind = "jump_host"
+
+
 class LabError(RemediationError):
     kind = "lab"
