@@ -55,6 +55,8 @@ DEFAULT_MAX_ENV_BYTES = _MIB
 DEFAULT_MAX_SITE_BYTES = 16 * _MIB
 _MAX_FILE_BYTES = 1024 * _MIB  # a larger .env or site is surely a typo, and would be read into memory
 _MAX_JOURNAL_KEEP = 10_000
+_RANGE = re.compile(r"\[([0-9]+|[a-z]):([0-9]+|[a-z])(?::([0-9]+))?\]")  # web[01:20] or db[a:f], as Ansible
+_MAX_RANGE_HOSTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,8 @@ def _read_yaml(path: str) -> Any:
         raise InventoryError(f"{path}: invalid YAML: {e}") from e
     except UnicodeDecodeError as e:
         raise InventoryError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except ValueError as e:  # a scalar YAML reads as a number or a date it cannot make (5,000 digits, 2024-13-01)
+        raise InventoryError(f"{path}: invalid YAML value: {e}", "quote the value if it is meant as text") from e
     except OSError as e:
         raise InventoryError(f"{path}: cannot read: {e.strerror}", _HINT_INVENTORY) from e
 
@@ -503,14 +507,25 @@ def _expand_host(file: str, group: str, key: Any) -> tuple[list[str], int | None
                              "character", "name the host as DNS does (letters, digits, '.', '-' inside)")
     m = re.fullmatch(r"(.+):([0-9]+)", name)
     if m and ":" not in re.sub(r"\[[^\]]*\]", "", m[1]):  # not an IPv6 address
-        name, port = m[1], int(m[2])
+        name, port = m[1], int(m[2]) if len(m[2]) <= 6 else 0  # thousands of digits never reach int()
         if not 1 <= port <= 65535:
             raise InventoryError(f"{file}: group '{group}': host {key!r}: the port must be from 1 to 65535")
+    # A typo such as web[1:1000000000] must not build a billion names: count them first.
+    count = 1
+    for r in _RANGE.finditer(name):
+        if max(len(r[1]), len(r[2]), len(r[3] or "")) > 6:
+            count = _MAX_RANGE_HOSTS + 1
+            break
+        beg, end, step = (int(x) if x.isdigit() else ord(x) for x in (r[1], r[2], r[3] or "1"))
+        count *= len(range(beg, end + 1, max(step, 1)))
+    if count > _MAX_RANGE_HOSTS:
+        raise InventoryError(f"{file}: group '{group}': host range {key!r} makes more than {_MAX_RANGE_HOSTS} hosts",
+                             "check the range's bounds")
     return _expand_ranges(file, group, name), port
 
 
 def _expand_ranges(file: str, group: str, name: str) -> list[str]:
-    m = re.search(r"\[([0-9]+|[a-z]):([0-9]+|[a-z])(?::([0-9]+))?\]", name)
+    m = _RANGE.search(name)
     if not m:
         return [name]
     beg, end, step = m[1], m[2], int(m[3] or 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -23,6 +24,8 @@ from remediations.results import RunResult
 
 FORMATS = ("table", "json", "junit", "prometheus")
 STDOUT = "-"
+# A NUL cuts a path short and a newline splits it (and a scheduled unit's line); neither is ever meant.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "SKIP"}
 _STYLE = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "cyan"}
 
@@ -47,8 +50,11 @@ def parse_specs(values: list[str] | None, as_json: bool = False) -> list[ReportS
     for v in values or []:
         fmt, _, path = v.partition(":")
         fmt = fmt.strip().lower()
+        if _CONTROL.search(path):
+            raise ReportError(f"--report {v!r}: the path holds a NUL, a newline or another control character",
+                              hint="give the path on one line, e.g. --report junit:reports/verify.xml")
         if fmt not in FORMATS:
-            raise ReportError(f"unknown report format {fmt!r} in --report {v}",
+            raise ReportError(f"unknown report format {fmt!r} in --report {v!r}",
                               hint=f"use one of {', '.join(FORMATS)}, as FMT or FMT:PATH (PATH - is stdout)")
         specs.append(ReportSpec(fmt, path or STDOUT))
     if as_json:

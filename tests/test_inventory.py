@@ -363,6 +363,10 @@ def test_option_like_value_error_shows_it_and_says_what_to_write(tmp_path: Path,
     ('all:\n  hosts:\n    "web\\n1":\n', "holds a control character"),
     ("all:\n  hosts:\n    web1:0:\n", "the port must be from 1 to 65535"),
     ("all:\n  hosts:\n    web1:70000:\n", "the port must be from 1 to 65535"),
+    ("all:\n  hosts:\n    ? web1:" + "9" * 5000 + "\n    :\n", "the port must be from 1 to 65535"),
+    ("all:\n  hosts:\n    web[1:999999999]:\n", "makes more than 10000 hosts"),
+    ("all:\n  hosts:\n    web[1:100]-[1:200]:\n", "makes more than 10000 hosts"),
+    ("all:\n  hosts:\n    ? web[0:" + "9" * 5000 + "]\n    :\n", "makes more than 10000 hosts"),
     ('all:\n  hosts:\n    "web 1":\n', "host 'web 1' has no ansible_host, and its name is not an address"),
     ('all:\n  children:\n    "web\\rx":\n      hosts:\n        h1:\n', "holds a control character"),
 ])
@@ -402,6 +406,8 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     ("all:\n  children:\n    web: {children: {all: }}\n", "`all` cannot be a child"),
     ("all:\n  vars:\n    x: 1\n", "defines no hosts"),
     ("", "defines no hosts"),
+    ("all:\n  vars:\n    x: " + "9" * 5000 + "\n  hosts:\n    h1:\n", "invalid YAML value"),  # past int()'s limit
+    ("all:\n  vars:\n    x: 2024-13-01\n  hosts:\n    h1:\n", "invalid YAML value"),  # not a date
 ])
 def test_bad_shapes_are_clear_errors(tmp_path: Path, hosts_yml: str, expected: str) -> None:
     msg = error(tmp_path, hosts_yml)

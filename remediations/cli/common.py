@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -103,20 +105,53 @@ def on_result(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] |
     return lambda r: report.print_host(r, check=check, diff=diff)
 
 
-def number(flag: str, value: object, *, minimum: float = 0, integer: bool = False) -> float:
-    """Numeric flags arrive as text (invoke would raise a traceback on `--timeout abc`): check them here."""
+# The largest sane value of each numeric flag (seconds, hosts, lines...): past it a value is a typo, and a
+# timer or a thread pool must never be handed one (an overflow, or a wait that never ends).
+MAXIMUM = {"connect_timeout": 3600, "timeout": 86400, "lock_timeout": 86400, "forks": 1000,
+           "probe_chunks": 100_000, "probe_idle": 86400, "duration": 7 * 86400, "stream": 100_000,
+           "idle": 86400, "tail": 1_000_000, "lines": 1_000_000, "last": 1_000_000}
+DEFAULT_MAXIMUM = 1_000_000  # for a flag not in MAXIMUM
+# Plain decimal only: float() would also take inf, nan, 1_000 and non-ASCII digits.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+def _shown(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
+def number(flag: str, value: object, *, minimum: float = 0, maximum: float | None = None,
+           integer: bool = False) -> float:
+    """A numeric flag (they arrive as text; invoke would raise a traceback on `--timeout abc`): a finite
+    number from `minimum` to `maximum` (default MAXIMUM[flag]), else one line that gives the range."""
     from remediations.errors import RemediationError
 
-    try:
-        n = float(str(value))
-        if integer and n != int(n):
-            raise ValueError
-    except ValueError:
+    top = MAXIMUM.get(flag, DEFAULT_MAXIMUM) if maximum is None else maximum
+    text = str(value).strip()
+    n = float("nan")
+    if (_WHOLE if integer else _DECIMAL).fullmatch(text):
+        n = float(text) if not integer else int(text)
+    if not (math.isfinite(n) and minimum <= n <= top):
         kind = "a whole number" if integer else "a number"
-        raise RemediationError(f"--{flag.replace('_', '-')} must be {kind}, got {value!r}") from None
-    if n < minimum or n != n:
-        raise RemediationError(f"--{flag.replace('_', '-')} must be at least {minimum:g}, got {value!r}")
-    return int(n) if integer else n
+        raise RemediationError(f"--{flag.replace('_', '-')} must be {kind} from {_shown(minimum)} to {_shown(top)}, "
+                               f"got {value!r}")
+    return n
+
+
+def whole(flag: str, value: object, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """number() for a flag that counts (hosts, lines, chunks)."""
+    return int(number(flag, value, minimum=minimum, maximum=maximum, integer=True))
+
+
+def one_line(flag: str, value: str | None) -> str | None:
+    """A text flag that ends up in a file, a unit or a report: a NUL or a newline in it would cut it
+    short or start a new line there, so it is refused before anything runs."""
+    from remediations.errors import RemediationError
+
+    if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
+        raise RemediationError(f"--{flag.replace('_', '-')} {value!r} holds a NUL, a newline or another control "
+                               "character", hint="give the value on one line, without control characters")
+    return value
 
 
 def connect_options(connect_timeout: object, timeout: object, forks: object = 10,
@@ -125,4 +160,4 @@ def connect_options(connect_timeout: object, timeout: object, forks: object = 10
     from remediations.runner import Connect
 
     return Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
-                   accept_new_host_keys, int(number("forks", forks, minimum=1, integer=True)))
+                   accept_new_host_keys, whole("forks", forks, minimum=1))

@@ -17,7 +17,9 @@ from remediations.cli.common import (
     fleet_run,
     load_hosts,
     number,
+    one_line,
     rollout,
+    whole,
 )
 
 ROLLBACK_HELP = {**COMMON_HELP, **FLEET_HELP,
@@ -93,14 +95,14 @@ def history(c: Context, inventory: str | None = None, limit: str | None = None, 
     from remediations.runner import run_hosts
     from remediations.transport import Transport
 
-    last = int(number("last", last, integer=True))  # type: ignore[assignment]
+    newest = whole("last", last)
     conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
     hosts = load_hosts(inventory, limit)
 
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         runs = [summary(m) for m in read_runs(t)]
         result.evidence.update(recorded=len(runs), keep=t.host.ws.journal_keep,
-                               runs=runs[: int(last)] if int(last) else runs)
+                               runs=runs[:newest] if newest else runs)
         return result
 
     run = run_hosts("history", hosts, conn, per_host,
@@ -122,6 +124,7 @@ def rollback(c: Context, run: str | None = None, inventory: str | None = None, l
     from remediations.transaction import Options, execute
     from remediations.transport import Transport
 
+    one_line("run", run)  # matched against the journal's run ids; a control character never is one
     conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
     opts = Options(check=check, diff=diff, lock_timeout=number("lock_timeout", lock_timeout))
     plan = rollout(serial, canary, max_fail_percent, shard)

@@ -6,7 +6,9 @@ import sys
 
 from invoke import Context, task
 
-from remediations.cli.common import fail_on_error, load_hosts
+from remediations.cli.common import fail_on_error, load_hosts, one_line
+
+MAX_EVERY = 365 * 86400  # rarer is surely a typo; and a huge number must not reach systemd or cron
 
 SCHEDULE_HELP = {
     "every": "interval: a whole number and s, m, h or d (30s, 15m, 1h, 1d; default 15m)",
@@ -44,7 +46,10 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
         raise sched.ScheduleError("--print and --install do not go together", hint="--print first, then --install")
     if kind not in ("systemd", "cron"):
         raise sched.ScheduleError(f"--kind must be systemd or cron, not {kind!r}")
-    seconds = sched.parse_every(every)
+    # Each of these is written into a unit or a crontab line, where a newline would start a new line.
+    for flag, value in (("inventory", inventory), ("limit", limit), ("history", history), ("unit_dir", unit_dir)):
+        one_line(flag, value)
+    seconds = _every(every)
     if kind == "cron":
         sched.cron_fields(seconds)  # an interval cron cannot keep fails before anything else
     inv = os.path.abspath(resolve_inventory_path(inventory))
@@ -75,6 +80,18 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
           f"      invoke compliance-history --history {job.history}")
 
 
+def _every(text: str) -> int:
+    """--every, bounded both ways (parse_every refuses too often); its digits are counted first, so that
+    thousands of them never reach int()."""
+    from remediations import schedule as sched
+
+    seconds = MAX_EVERY + 1 if sum(c.isdigit() for c in str(text)) > 8 else sched.parse_every(text)
+    if seconds > MAX_EVERY:
+        raise sched.ScheduleError(f"--every {text!r} is too long an interval: the most is 365d",
+                                  hint="e.g. --every 15m, --every 1h, --every 1d")
+    return seconds
+
+
 def _user() -> str:
     import os
     import pwd
@@ -92,9 +109,9 @@ def compliance_history(c: Context, last: str = "0", history: str | None = None, 
     import json as json_mod
 
     from remediations import compliance
-    from remediations.cli.common import number
+    from remediations.cli.common import whole
 
-    doc = compliance.summary(compliance.resolve_path(history), int(number("last", last, integer=True)))
+    doc = compliance.summary(compliance.resolve_path(one_line("history", history)), whole("last", last))
     if json:
         sys.stdout.write(json_mod.dumps(doc, indent=2) + "\n")
     else:

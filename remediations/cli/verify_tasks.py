@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number
+from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number, one_line, whole
 
 VERIFY_HELP = {
     **COMMON_HELP,
@@ -41,6 +41,12 @@ def verify(c: Context, inventory: str | None = None, limit: str | None = None, r
     from remediations.errors import RemediationError
 
     specs = reports.parse_specs(report, as_json=json)  # bad --report values fail before any connection
+    # Every other flag is checked before the inventory is read, too.
+    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
+    options = VerifyOptions(probe=probe, probe_chunks=whole("probe_chunks", probe_chunks),
+                            probe_idle=number("probe_idle", probe_idle), connect_timeout=conn.connect_timeout)
+    lock_seconds = number("lock_timeout", lock_timeout)
+    one_line("history", history)
     hook = webhook or os.environ.get("WSGUARD_WEBHOOK") or None
     if hook:
         from remediations.webhook import check_url
@@ -50,12 +56,8 @@ def verify(c: Context, inventory: str | None = None, limit: str | None = None, r
         raise RemediationError("--no-history cannot go with --history or --webhook (new drift is found in the history)")
     history_path = None if no_history else compliance.resolve_path(history)
     hosts = load_hosts(inventory, limit)
-    conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
-    options = VerifyOptions(probe=probe, probe_chunks=int(number("probe_chunks", probe_chunks, integer=True)),
-                            probe_idle=number("probe_idle", probe_idle), connect_timeout=conn.connect_timeout)
     rounds = verify_mod.run_rounds(hosts, conn, options, remediate_drift=remediate, history=history_path,
-                                   webhook=hook if history_path else None,
-                                   lock_timeout=number("lock_timeout", lock_timeout))
+                                   webhook=hook if history_path else None, lock_timeout=lock_seconds)
     verify_mod.emit(rounds, specs)
     if rounds.exit_code:
         raise SystemExit(rounds.exit_code)
