@@ -44,6 +44,8 @@ def failed_and_restored(m: dict[str, Any]) -> bool:
 
 
 def status_label(m: dict[str, Any]) -> str:
+    if m.get("invalid"):
+        return "unreadable: " + str(m["invalid"])  # listed by name, never skipped
     status = str(m.get("status") or "unknown")
     if failed_and_restored(m):
         return "failed (restored)"
@@ -57,11 +59,12 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
     files = [{k: f.get(k) for k in ("path", "resolved", "sha256_before", "sha256_after", "mode", "uid", "gid",
                                     "mode_after", "uid_after", "gid_after", "validate")}
              for f in m.get("files") or []]
-    return {"run_id": m.get("run_id"), "time": m.get("time"), "task": m.get("task"), "status": m.get("status"),
+    return {"run_id": m.get("run_id"), "time": m.get("time"), "task": m.get("task"),
+            "status": "unreadable" if m.get("invalid") else m.get("status"),
             "label": status_label(m), "restored": bool(m.get("restored")), "controller": m.get("controller") or {},
             "files": files, "handlers_run": m.get("handlers_run") or [],
             "handlers_pending": m.get("handlers_pending") or [], "rollback_of": m.get("rollback_of"),
-            "error": m.get("error")}
+            "error": {"kind": "journal", "message": m["invalid"]} if m.get("invalid") else m.get("error")}
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:

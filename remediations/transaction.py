@@ -11,13 +11,15 @@ import base64
 import difflib
 import getpass
 import json
+import posixpath
 import socket
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from remediations.errors import RemediationError, TransportError
+from remediations.errors import RemediationError, RemoteTimeout, TransportError, UnreachableError
+from remediations.inventory import Host
 from remediations.masking import Masker
 from remediations.results import HostResult
 from remediations.transport import Transport
@@ -40,9 +42,28 @@ class AgentError(RemediationError):
         self.evidence = evidence or {}
 
 
+def nginx_conf_root(site: str) -> str:
+    """The tree a site may resolve into by default: /etc/nginx for a site under it, else the site's directory."""
+    return "/etc/nginx" if site.startswith("/etc/nginx/") else posixpath.dirname(site)
+
+
+def boundary(host: Host) -> dict[str, Any]:
+    """What the agent may open as root on this host: the managed files, the trees each may resolve into
+    (through symlinks) and the most bytes it reads of each. Everything else it refuses."""
+    ws = host.ws
+    extra = list(ws.allowed_paths)
+    return {"files": {
+        ws.env_file: {"what": ".env", "trees": [ws.app_dir, *extra], "max_bytes": ws.max_env_bytes,
+                      "limit_var": "wsguard_max_env_bytes"},
+        ws.nginx_site: {"what": "nginx site", "trees": [nginx_conf_root(ws.nginx_site), *extra],
+                        "max_bytes": ws.max_site_bytes, "limit_var": "wsguard_max_site_bytes"},
+    }}
+
+
 def call_agent(t: Transport, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-    """One round trip: the agent's source and the request travel on stdin, JSON comes back."""
-    src, req = agent_source(), json.dumps(request).encode()
+    """One round trip: the agent's source and the request travel on stdin, JSON comes back. Every request
+    carries the host's boundary, so no caller can forget it."""
+    src, req = agent_source(), json.dumps({**request, "boundary": boundary(t.host)}).encode()
     limit = t.timeout if timeout is None else timeout
     # `timeout` on the host too: a process whose client vanished must not run (and lock) for ever.
     argv = ["timeout", "-k", "5", str(max(1, int(limit))), "python3", "-I", "-c", _BOOT, str(len(src)), str(len(req))]
@@ -147,6 +168,8 @@ class Options:
 def file_fact(facts: dict[str, Any], path: str, host: str, what: str, hint: str) -> dict[str, Any]:
     """The facts of one managed file, or a clear error naming the host and path."""
     f = next(f for f in facts["files"] if f["path"] == path)
+    if f.get("refused"):
+        raise AgentError("boundary", f"{host}: {f['error']}")
     if f.get("error"):
         raise AgentError("read", f"{host}: cannot read {what} {path}: {f['error']}", hint=hint)
     if not f["exists"]:
@@ -178,7 +201,13 @@ def execute(t: Transport, rem: Remediation, run_id: str, opts: Options, result: 
                "files": [f.request() for f in plan.changed_files], "handlers": plan.handlers,
                "lock_timeout": opts.lock_timeout, "keep": t.host.ws.journal_keep,
                "pause_before_rename": opts.pause_before_rename, "rollback_of": plan.rollback_of}
-    out = call_agent(t, request, timeout=t.timeout + opts.lock_timeout)
+    try:
+        out = call_agent(t, request, timeout=t.timeout + opts.lock_timeout)
+    except (UnreachableError, RemoteTimeout) as exc:
+        # The agent runs on under `timeout` and records its outcome in the host's journal: say so, never guess.
+        raise AgentError("unknown_outcome", f"{exc.message}; outcome unknown: the host may have applied run "
+                         f"{run_id}", hint=f"`invoke history --limit {t.host.name}` reads what the host's journal "
+                         "recorded for it once the host answers again") from None
     reasons = {h["name"]: h.get("reason") for h in plan.handlers}
     result.handlers = [{"name": h["name"], "status": "ok" if h["ok"] else "failed", "reason": reasons.get(h["name"]),
                         "evidence": h.get("evidence"), "error": h.get("error")} for h in out.get("handlers", [])]

@@ -13,7 +13,7 @@ if [ "$(uname -s)" != Linux ]; then
 fi
 
 PKGS="openssh-server openssh-client nginx-light sudo iptables iproute2 podman runc docker-compose
-      python3-websockets python3-venv python3-dev curl ca-certificates systemd"
+      python3-websockets python3-venv python3-dev curl ca-certificates systemd acl attr"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 command -v docker >/dev/null || missing="$missing docker.io"

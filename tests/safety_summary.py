@@ -63,7 +63,7 @@ def terminal_summary(tr: Any) -> None:
         return
     tr.write_sep("=", "wsguard safety summary")
     for label, tried, good in rows():
-        tr.write_line(f"{label:<34} {tried:>4} / {good:<4}")
+        tr.write_line(f"{label:<40} {tried:>4} / {good:<4}")
     total = lost_bytes()
-    tr.write_line(f"{'bytes lost':<34} {total:>4}" + ("" if not total else
+    tr.write_line(f"{'bytes lost':<40} {total:>4}" + ("" if not total else
                   "  (" + ", ".join(f"{w}: {n}" for w, n in _lost) + ")"))

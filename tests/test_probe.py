@@ -211,17 +211,24 @@ def _followers(lab, name: str) -> list[str]:  # type: ignore[no-untyped-def]
 def test_monitor_two_hosts_leaves_nothing_behind(lab) -> None:  # type: ignore[no-untyped-def]
     from remediations.wsclient import connect
 
+    done = threading.Event()
+
     def traffic() -> None:
-        time.sleep(2)
-        for name in ("lab4", "lab5"):
-            with connect(f"ws://{lab.address(name)}/ws/chat", token=lab.token, timeout=5) as c:
-                c.chat("monitor test", 25)
+        # Until the monitor ends: on a loaded machine its followers may start late, and a line before
+        # they start is never seen.
+        while not done.wait(1.5):
+            for name in ("lab4", "lab5"):
+                with connect(f"ws://{lab.address(name)}/ws/chat", token=lab.token, timeout=5) as c:
+                    c.chat("monitor test", 25)
 
     th = threading.Thread(target=traffic)
     th.start()
-    p = lab.invoke("monitor", "--inventory", lab.inventory, "--limit", "lab4,lab5", "--duration", "5",
-                   env={"COLUMNS": "200"}, timeout=60)
-    th.join()
+    try:
+        p = lab.invoke("monitor", "--inventory", lab.inventory, "--limit", "lab4,lab5", "--duration", "6",
+                       env={"COLUMNS": "200"}, timeout=60)
+    finally:
+        done.set()
+        th.join()
     out = p.stdout
     assert p.returncode == 0, out + p.stderr
     assert any(line.startswith("lab4 ") and "backend" in line for line in out.splitlines()), out

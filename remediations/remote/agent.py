@@ -5,8 +5,15 @@ it under `timeout`, so a dropped link can neither interleave its steps nor leave
 Stdlib only, Python 3.7+ (whatever python3 the host has). Two operations:
 
 - facts: read files, container, nginx and journal state; changes nothing, not even an mtime.
-- apply: lock, journal the old bytes, atomic writes through symlinks keeping mode/owner, validate
+- apply: lock, journal the old bytes of every file, stage every new file, rename them in, validate
   (nginx -t) and restore on failure, verify sha256, run handlers and confirm their effect, prune.
+
+The privilege boundary (docs/ARCHITECTURE.md, "What root opens"): the agent runs as root in directories
+that another user may write (an app checkout owned by the app user). So it never lets the kernel follow
+a path for it there: every path is walked one component at a time through directory file descriptors,
+symlinks are read and resolved by the agent, and a managed file is opened only when its resolved place
+lies inside the trees the request allows for it. New files are created exclusively under unpredictable
+names and renamed within the same directory fd. The journal is used only when root alone can write it.
 """
 
 import base64
@@ -15,16 +22,31 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 
 JOURNAL = "/var/lib/wsguard"
-RUNS = JOURNAL + "/runs"
-RELOAD_RECORD = JOURNAL + "/nginx-reload.json"
-PENDING = JOURNAL + "/pending.json"
+RELOAD_RECORD = "nginx-reload.json"
+PENDING = "pending.json"
 TMP_MARK = ".wsguard-"
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
+MAX_JOURNAL_JSON = 4 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,79}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+BACKUP = re.compile(r"^file-[0-9]{1,4}\.orig$")
+# The trees nginx's configuration may come from (the request's site trees; set by main).
+NGINX_TREES = ["/etc/nginx"]
+NGINX_FILE_REF = re.compile(r" in (/[^\s:]+):[0-9]+")
+QUOTED = re.compile(r'"[^"]*"')
 
 
 class Failed(Exception):
@@ -53,26 +75,600 @@ def text(b):
     return b.decode("utf-8", "replace")
 
 
+def close_quietly(fd):
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def owner_name(uid):
+    try:
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return "uid %d" % uid
+
+
+def kind_of(mode):
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def scrub_nginx(message):
+    """nginx quotes the token it could not parse. In a file outside the nginx tree (a site swapped for a
+    link to /etc/shadow) that token is another file's content: it is withheld, the file and line are kept."""
+    trees = [t for t in (resolved_tree(t) for t in NGINX_TREES) if t]
+    lines = []
+    for line in message.splitlines():
+        m = NGINX_FILE_REF.search(line)
+        if m and not any(inside(os.path.realpath(m.group(1)), t) for t in trees):
+            line = QUOTED.sub('"(withheld: outside the nginx configuration tree)"', line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def root_only(st):
+    """Writable by root alone: the test sshd's StrictModes makes of a directory or file."""
+    return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def inside(path, tree):
+    tree = tree.rstrip("/") or "/"
+    return path == tree or path.startswith(tree if tree == "/" else tree + "/")
+
+
+# -- the boundary: paths walked through directory fds -------------------------------------------
+
+class Walked(object):
+    """Where a path leads: the fd of its parent directory, its last name, the resolved path, the links."""
+
+    def __init__(self, parent, name, resolved, links):
+        self.parent = parent      # an open directory fd: the caller closes it
+        self.name = name
+        self.resolved = resolved
+        self.links = links        # [(link path, its target, link sits in a root-only directory)]
+
+    def lstat(self):
+        try:
+            return os.stat(self.name, dir_fd=self.parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+
+def walk(path, trusted_links_only=False):
+    """Resolve `path` as the kernel would, but one component at a time: each directory is opened with
+    O_NOFOLLOW relative to the one before, and a symlink is read and resolved here, never by the kernel.
+    With trusted_links_only, a symlink in a directory that someone other than root can write is refused."""
+    if not path.startswith("/") or "\0" in path:
+        raise Failed("boundary", "%r is not an absolute path" % path)
+    parts = [p for p in path.split("/") if p]
+    stack = [(os.open("/", O_DIR), "")]
+    links = []
+    try:
+        while parts:
+            comp = parts.pop(0)
+            fd, here = stack[-1]
+            if comp == ".":
+                continue
+            if comp == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop()[0])
+                continue
+            try:
+                st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if parts:
+                    raise
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                target = os.readlink(comp, dir_fd=fd)
+                trusted = root_only(os.fstat(fd))
+                links.append((here + "/" + comp, target, trusted))
+                if len(links) > MAX_LINKS:
+                    raise Failed("boundary", "%s: too many levels of symlinks" % path)
+                if trusted_links_only and not trusted:
+                    raise Failed("boundary", "%s/%s is a symlink (to %s) in a directory that %s can write: "
+                                 "wsguard does not follow it as root" % (here, comp, target,
+                                                                         owner_name(os.fstat(fd).st_uid)))
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop()[0])
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+            if not parts:
+                walked = Walked(stack.pop()[0], comp, here + "/" + comp, links)
+                return walked
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                raise Failed("boundary", "%s: %s/%s is not a directory" % (path, here, comp))
+            stack.append((os.open(comp, O_DIR, dir_fd=fd), here + "/" + comp))
+        raise Failed("boundary", "%s is a directory, not a file" % path)
+    finally:
+        for fd, _ in stack:
+            close_quietly(fd)
+
+
+def resolved_tree(tree):
+    """A tree's resolved path, following only symlinks that root alone could have made; None if it has none."""
+    if not tree.strip("/"):
+        return "/"
+    try:
+        w = walk(tree, trusted_links_only=True)
+    except (Failed, OSError):
+        return None
+    try:
+        st = w.lstat()
+        return w.resolved if st is not None and stat.S_ISDIR(st.st_mode) else None
+    finally:
+        os.close(w.parent)
+
+
+class Rule(object):
+    """What the request allows for one managed path: the trees it may resolve into, the most bytes read."""
+
+    def __init__(self, path, spec):
+        self.path = path
+        self.what = spec.get("what") or "file"
+        self.trees = [t for t in spec.get("trees") or [] if isinstance(t, str) and t.startswith("/")]
+        self.max_bytes = int(spec.get("max_bytes") or DEFAULT_MAX_BYTES)
+        self.limit_var = spec.get("limit_var") or "the size limit"
+
+
+def rule_for(boundary, path):
+    spec = (boundary.get("files") or {}).get(path)
+    if spec is None:
+        managed = ", ".join(sorted(boundary.get("files") or {})) or "none"
+        raise Failed("boundary", "%s is not a file this inventory manages (managed here: %s); wsguard will "
+                     "not open it as root" % (path, managed))
+    return Rule(path, spec)
+
+
+class Managed(object):
+    """A managed file, opened safely: parent dir fd, name, resolved path, and (if it exists) fd, stat, bytes."""
+
+    def __init__(self, rule, walked, fd, st, data):
+        self.rule, self.walked, self.fd, self.st, self.data = rule, walked, fd, st, data
+
+    @property
+    def exists(self):
+        return self.fd is not None
+
+    def close(self):
+        close_quietly(self.fd)
+        close_quietly(self.walked.parent)
+
+
+def open_managed(rule):
+    """Open a managed file for reading without leaving the boundary: its resolved place must be inside an
+    allowed tree, it must be a regular file, and at most max_bytes are read. Refused before any byte is read."""
+    w = walk(rule.path)
+    try:
+        trees = [t for t in (resolved_tree(t) for t in rule.trees) if t]
+        if not any(inside(w.resolved, t) for t in trees):
+            raise Failed("boundary", outside_message(rule, w, trees))
+        if w.lstat() is None:
+            return Managed(rule, w, None, None, None)
+        fd = os.open(w.name, O_READ, dir_fd=w.parent)
+    except BaseException:
+        os.close(w.parent)
+        raise
+    m = Managed(rule, w, fd, os.fstat(fd), None)
+    try:
+        if not stat.S_ISREG(m.st.st_mode):
+            raise Failed("boundary", "%s is %s, not a regular file: wsguard manages regular files only"
+                         % (describe(rule, w), kind_of(m.st.st_mode)))
+        if m.st.st_nlink > 1 and not root_only(os.fstat(w.parent)):
+            raise Failed("boundary", "%s has %d hard links in a directory that %s can write: it may be another "
+                         "file's contents; replace it with a file of its own" % (describe(rule, w), m.st.st_nlink,
+                                                                               owner_name(os.fstat(w.parent).st_uid)))
+        if m.st.st_size > rule.max_bytes:
+            raise Failed("too_large", too_large(rule, m.st.st_size))
+        m.data = read_bounded(fd, rule.max_bytes, lambda n: too_large(rule, n))
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def describe(rule, w):
+    return rule.path if w.resolved == rule.path else "%s (resolved to %s)" % (rule.path, w.resolved)
+
+
+def outside_message(rule, w, trees):
+    link = w.links[0] if w.links else None
+    where = " or ".join(trees) or "(no allowed tree resolves on this host)"
+    head = ("%s is a symlink to %s, which resolves to %s" % (link[0], link[1], w.resolved) if link
+            else "%s resolves to %s" % (rule.path, w.resolved))
+    return ("%s, outside the trees allowed for the %s (%s): wsguard will not open it as root. Replace the link "
+            "with a regular file, or, if that tree belongs to this application, add it to wsguard_allowed_paths"
+            % (head, rule.what, where))
+
+
+def too_large(rule, size):
+    return ("%s is %d bytes, over the %d-byte limit for the %s: wsguard reads no more; raise %s in the "
+            "inventory if the file really is that large" % (rule.path, size, rule.max_bytes, rule.what,
+                                                           rule.limit_var))
+
+
+def read_upto(fd, n):
+    chunks, total = [], 0
+    while total < n:
+        chunk = os.read(fd, min(1 << 20, n - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(fd, limit, message):
+    """All of a file, but never more than `limit` bytes: one more byte means it is too large."""
+    data = read_upto(fd, limit + 1)
+    if len(data) > limit:
+        raise Failed("too_large", message(len(data)))
+    return data
+
+
+def copy_xattrs(src_fd, dst_fd):
+    """Extended attributes (POSIX ACLs and SELinux labels among them) go with the bytes to the new file."""
+    try:
+        names = os.listxattr(src_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise
+    for name in names:
+        os.setxattr(dst_fd, name, os.getxattr(src_fd, name))
+    return names
+
+
+def create_exclusive(dir_fd, name_prefix, mode=0o600):
+    """A new file under an unpredictable name, created here and nowhere else (O_EXCL|O_NOFOLLOW)."""
+    for _ in range(8):
+        name = name_prefix + base64.b32encode(os.urandom(10)).decode().lower()
+        try:
+            return name, os.open(name, O_NEW, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise Failed("write", "could not create a temporary file beside %s" % name_prefix)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def same_inode(a, b):
+    return a is not None and b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# -- the journal: trusted only when root alone can write it -------------------------------------
+
+JOURNAL_FIX = ("check who changed it, then: chown -R root:root %s && chmod -R go-w %s "
+               "&& find %s -type l -delete" % (JOURNAL, JOURNAL, JOURNAL))
+
+
+def untrusted(path, why):
+    return Failed("journal_untrusted", "the journal %s %s; wsguard trusts its journal only when root alone can "
+                  "write every part of it, so it runs no task on this host: %s" % (path, why, JOURNAL_FIX),
+                  {"path": path})
+
+
+def loose(path, st):
+    return untrusted(path, "is owned by %s with mode %04o" % (owner_name(st.st_uid), stat.S_IMODE(st.st_mode)))
+
+
+class Journal(object):
+    """/var/lib/wsguard through directory fds: runs/RUN_ID/{manifest.json,file-N.orig}, lock, pending.json,
+    nginx-reload.json. Opened only after every entry was checked to be root's and not group/other-writable."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    @classmethod
+    def open(cls, create):
+        w = walk(JOURNAL, trusted_links_only=True)
+        try:
+            parent = os.fstat(w.parent)
+            if not root_only(parent):
+                raise loose(w.resolved.rsplit("/", 1)[0], parent)
+            st = w.lstat()
+            if st is None:
+                if not create:
+                    return None
+                os.mkdir(w.name, 0o700, dir_fd=w.parent)
+            elif not stat.S_ISDIR(st.st_mode):
+                raise untrusted(JOURNAL, "is %s" % kind_of(st.st_mode))
+            fd = os.open(w.name, O_DIR, dir_fd=w.parent)
+        finally:
+            os.close(w.parent)
+        journal = cls(fd)
+        try:
+            journal.audit(fd, JOURNAL, 0)
+            if create:
+                try:
+                    os.mkdir("runs", 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    def close(self):
+        close_quietly(self.fd)
+
+    def audit(self, fd, path, depth):
+        st = os.fstat(fd)
+        if not root_only(st):
+            raise loose(path, st)
+        for name in os.listdir(fd):
+            entry = path + "/" + name
+            est = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(est.st_mode):
+                raise untrusted(entry, "is a symlink (to %s)" % os.readlink(name, dir_fd=fd))
+            if not root_only(est):
+                raise loose(entry, est)
+            if stat.S_ISDIR(est.st_mode):
+                if depth >= 2:
+                    raise untrusted(entry, "is a directory where the journal keeps none")
+                sub = os.open(name, O_DIR, dir_fd=fd)
+                try:
+                    self.audit(sub, entry, depth + 1)
+                finally:
+                    os.close(sub)
+            elif not stat.S_ISREG(est.st_mode):
+                raise untrusted(entry, "is %s" % kind_of(est.st_mode))
+
+    # -- files inside it (every name here is the journal's own) --
+
+    def read_json(self, name, default=None, dir_fd=None):
+        """(value, problem): a missing file is the default; one that does not parse says why."""
+        try:
+            fd = os.open(name, O_READ, dir_fd=self.fd if dir_fd is None else dir_fd)
+        except FileNotFoundError:
+            return default, None
+        try:
+            data = read_bounded(fd, MAX_JOURNAL_JSON, lambda n: "%s is over %d bytes" % (name, MAX_JOURNAL_JSON))
+            return json.loads(data.decode("utf-8")), None
+        except Failed as exc:
+            return default, exc.message
+        except ValueError as exc:
+            return default, "%s does not parse: %s" % (name, exc)
+        finally:
+            os.close(fd)
+
+    def write_json(self, name, obj, dir_fd=None):
+        write_replace(self.fd if dir_fd is None else dir_fd, name,
+                      json.dumps(obj, indent=1, sort_keys=True).encode(), 0o600)
+
+    def runs_fd(self):
+        try:
+            return os.open("runs", O_DIR, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+
+    def lock(self, run_id, wait):
+        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
+        deadline = time.time() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.time() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                    os.close(fd)
+                    raise Failed("locked", "another wsguard run holds the host lock (run %s); waited %ss"
+                                 % (holder, wait)) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, run_id.encode(), 0)
+        return fd
+
+    def manifests(self):
+        """[(order key, run id, manifest or None, problem or None)], newest first."""
+        runs = self.runs_fd()
+        if runs is None:
+            return []
+        found = []
+        try:
+            for name in os.listdir(runs):
+                try:
+                    sub = os.open(name, O_DIR, dir_fd=runs)
+                except OSError as exc:
+                    found.append((run_order(name, {}), name, None, "%s: %s" % (name, exc.strerror)))
+                    continue
+                try:
+                    m, problem = self.read_json("manifest.json", dir_fd=sub)
+                finally:
+                    os.close(sub)
+                if problem is None:
+                    problem = manifest_problem(name, m) if m is not None else "manifest.json is missing"
+                found.append((run_order(name, m if problem is None else {}), name,
+                              m if problem is None else None, problem))
+        finally:
+            os.close(runs)
+        found.sort(key=lambda x: x[0], reverse=True)
+        return found
+
+    def read_backup(self, run_id, backup, limit):
+        runs = self.runs_fd()
+        try:
+            sub = os.open(run_id, O_DIR, dir_fd=runs)
+            try:
+                fd = os.open(backup, O_READ, dir_fd=sub)
+            finally:
+                os.close(sub)
+        finally:
+            close_quietly(runs)
+        try:
+            return read_bounded(fd, limit, lambda n: "the backup %s of run %s is over %d bytes"
+                                % (backup, run_id, limit))
+        finally:
+            os.close(fd)
+
+    def remove_run(self, run_id):
+        runs = self.runs_fd()
+        if runs is None:
+            return
+        try:
+            sub = os.open(run_id, O_DIR, dir_fd=runs)
+            try:
+                for name in os.listdir(sub):
+                    os.unlink(name, dir_fd=sub)
+            finally:
+                os.close(sub)
+            os.rmdir(run_id, dir_fd=runs)
+        except OSError:
+            pass
+        finally:
+            os.close(runs)
+
+
+def write_replace(dir_fd, name, data, mode):
+    """Write a file of the journal: staged under a fresh name, fsynced, renamed over `name`."""
+    tmp, fd = create_exclusive(dir_fd, "." + name + ".")
+    try:
+        write_all(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
+def manifest_problem(name, m):
+    """Why a manifest cannot be trusted as the journal's own (None when it can)."""
+    def bad(what):
+        return "manifest.json: %s" % what
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(m, dict):
+        return bad("not a JSON object")
+    if m.get("run_id") != name:
+        return bad("run_id %r does not match its directory %s" % (m.get("run_id"), name))
+    for key in ("task", "time", "status"):
+        if not isinstance(m.get(key), str):
+            return bad("%s is not a string" % key)
+    if not isinstance(m.get("files"), list):
+        return bad("files is not a list")
+    for i, f in enumerate(m["files"]):
+        if not isinstance(f, dict):
+            return bad("files[%d] is not an object" % i)
+        for key in ("path", "resolved"):
+            v = f.get(key)
+            if not isinstance(v, str) or not v.startswith("/") or "\0" in v or "/../" in v + "/":
+                return bad("files[%d].%s is not an absolute path" % (i, key))
+        if not isinstance(f.get("backup"), str) or not BACKUP.match(f["backup"]):
+            return bad("files[%d].backup is not a backup of this journal (file-N.orig)" % i)
+        for key in ("sha256_before", "sha256_after"):
+            if not isinstance(f.get(key), str) or not HEX64.match(f[key]):
+                return bad("files[%d].%s is not a sha256" % (i, key))
+        for key in ("mode", "uid", "gid", "mode_after", "uid_after", "gid_after"):
+            if key in f and not is_int(f[key]):
+                return bad("files[%d].%s is not an integer" % (i, key))
+    for key in ("handlers_run", "handlers_pending"):
+        v = m.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(h, str) for h in v):
+            return bad("%s is not a list of names" % key)
+    specs = m.get("handler_specs", [])
+    if not isinstance(specs, list) or not all(isinstance(h, dict) and h.get("name") in HANDLERS for h in specs):
+        return bad("handler_specs is not a list of known handlers")
+    if m.get("rollback_of") is not None and not isinstance(m["rollback_of"], str):
+        return bad("rollback_of is not a run id")
+    return None
+
+
+LATEST_CHANGED = "latest-changed"
+
+
+def rollback_candidate(m):
+    """A run that changed files on disk and was not failed-and-restored (what `rollback` undoes by default)."""
+    return bool(m.get("files")) and not (m.get("status") == "failed" and m.get("restored"))
+
+
+def run_order(name, m):
+    # Run ids sort by the controller's clock to the second; within one second, the host's start time.
+    started = m.get("started")
+    return (name.split("-", 1)[0], str(m.get("time") or ""),
+            started if isinstance(started, (int, float)) else 0.0, name)
+
+
+def journal_runs(journal, detail, boundary):
+    """Manifests, newest first; an unreadable one is listed by name with the reason (never skipped).
+    The old bytes of the run `detail` (an id, or LATEST_CHANGED) come too."""
+    found = journal.manifests() if journal else []
+    if detail == LATEST_CHANGED:
+        detail = None
+        for _, name, m, problem in found:
+            if problem is not None:
+                raise Failed("journal", "run %s in %s/runs has an unreadable manifest (%s) and may be the newest "
+                             "run that changed a file: rollback will not guess past it. Name the run to undo with "
+                             "--run, or move that run's directory out of the journal" % (name, JOURNAL, problem))
+            if rollback_candidate(m):
+                detail = name
+                break
+    runs = []
+    for _, name, m, problem in found:
+        if problem is not None:
+            if detail == name:
+                raise Failed("journal", "run %s cannot be rolled back: its manifest is unreadable (%s)"
+                             % (name, problem))
+            runs.append({"run_id": name, "invalid": problem})
+            continue
+        if detail == name:
+            for f in m["files"]:
+                rule = rule_for(boundary, f["path"])
+                try:
+                    old = journal.read_backup(name, f["backup"], rule.max_bytes)
+                    f["old_content"] = base64.b64encode(old).decode()
+                except OSError:
+                    f["old_content"] = None
+        runs.append(m)
+    return runs
+
+
 # -- facts -------------------------------------------------------------------------------------
 
-def file_facts(path):
+def file_facts(path, boundary):
     info = {"path": path, "exists": False}
     try:
-        info["is_symlink"] = os.path.islink(path)
-        if info["is_symlink"]:
-            info["link_target"] = os.readlink(path)
-        resolved = os.path.realpath(path)
-        info["resolved"] = resolved
-        st = os.stat(resolved)
-        with open(resolved, "rb") as f:
-            data = f.read()
+        m = open_managed(rule_for(boundary, path))
     except FileNotFoundError:
+        return info  # a directory on the way is missing
+    except Failed as exc:
+        info.update(error=exc.message, refused=exc.kind in ("boundary", "too_large"))
         return info
     except OSError as exc:
         info["error"] = "%s: %s" % (path, exc.strerror)
         return info
-    info.update(exists=True, content=base64.b64encode(data).decode(), sha256=sha256(data),
-                mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid, mtime=st.st_mtime)
+    try:
+        link = next((ln for ln in m.walked.links if ln[0] == os.path.normpath(path)), None)
+        info.update(is_symlink=link is not None, resolved=m.walked.resolved)
+        if link:
+            info["link_target"] = link[1]
+        if m.exists:
+            st = m.st
+            info.update(exists=True, content=base64.b64encode(m.data).decode(), sha256=sha256(m.data),
+                        mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid, mtime=st.st_mtime)
+    finally:
+        m.close()
     return info
 
 
@@ -168,7 +764,7 @@ def children(pid):
     return found
 
 
-def nginx_facts():
+def nginx_facts(journal):
     code, _, err = sh(["nginx", "-v"], timeout=15)
     if code == 127:
         return {"installed": False}
@@ -183,77 +779,30 @@ def nginx_facts():
         except OSError:
             pass
     return {"installed": True, "version": text(err).strip(), "test_ok": t_code == 0,
-            "test_error": text(t_err).strip()[-2000:] if t_code else "", "dump": text(t_out),
+            "test_error": scrub_nginx(text(t_err).strip()[-2000:]) if t_code else "", "dump": text(t_out),
             "dump_sha256": sha256(t_out) if t_code == 0 else None, "master": master, "workers": workers,
             "workers_started": started, "config_mtime": max(mtimes) if mtimes else None,
-            "reload_record": read_json(RELOAD_RECORD)}
+            "reload_record": journal.read_json(RELOAD_RECORD)[0] if journal else None}
 
 
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-LATEST_CHANGED = "latest-changed"
-
-
-def rollback_candidate(m):
-    """A run that changed files on disk and was not failed-and-restored (what `rollback` undoes by default)."""
-    return bool(m.get("files")) and not (m.get("status") == "failed" and m.get("restored"))
-
-
-def run_order(name, m):
-    # Run ids sort by the controller's clock to the second; within one second, the host's start time.
-    return (name.split("-", 1)[0], str(m.get("time") or ""), m.get("started") or 0.0, name)
-
-
-def journal_runs(detail):
-    """Manifests, newest first; the old bytes of the run `detail` (an id, or LATEST_CHANGED) come too."""
-    runs = []
-    try:
-        names = os.listdir(RUNS)
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        m = read_json(os.path.join(RUNS, name, "manifest.json"))
-        if m is not None:
-            found.append((run_order(name, m), name, m))
-    found.sort(key=lambda x: x[0], reverse=True)
-    if detail == LATEST_CHANGED:
-        detail = next((name for _, name, m in found if rollback_candidate(m)), None)
-    for _, name, m in found:
-        if detail == name:
-            for f in m.get("files", []):
-                try:
-                    with open(os.path.join(RUNS, name, f["backup"]), "rb") as b:
-                        f["old_content"] = base64.b64encode(b.read()).decode()
-                except OSError:
-                    f["old_content"] = None
-        runs.append(m)
-    return runs
-
-
-def op_facts(req):
-    out = {"files": [file_facts(p) for p in req.get("files", [])], "euid": os.geteuid()}
+def op_facts(req, journal):
+    boundary = req.get("boundary") or {}
+    out = {"files": [file_facts(p, boundary) for p in req.get("files", [])], "euid": os.geteuid()}  # type: dict
     if req.get("container"):
         out["container"] = container_facts(req["container"])
     if req.get("nginx"):
-        out["nginx"] = nginx_facts()
+        out["nginx"] = nginx_facts(journal)
     if req.get("journal") is not None:
-        runs = journal_runs(req["journal"].get("detail"))
+        runs = journal_runs(journal, req["journal"].get("detail"), boundary)
         out["runs"] = runs
-        out["pending"] = read_json(PENDING, {})
+        out["pending"] = journal.read_json(PENDING, {})[0] if journal else {}
         detailed = next((m for m in runs if any("old_content" in f for f in m.get("files", []))), None)
         out["detail"] = detailed.get("run_id") if detailed else None
         if detailed and req["journal"].get("detail_files"):
             # The files that run changed, as they are now: rollback compares and plans in this same round trip.
             asked = set(req.get("files", []))
-            out["files"] = [file_facts(p) for p in req.get("files", [])] + [
-                file_facts(f["path"]) for f in detailed.get("files", []) if f["path"] not in asked]
+            out["files"] += [file_facts(f["path"], boundary) for f in detailed.get("files", [])
+                             if f["path"] not in asked]
     if req.get("diagnose"):
         out["diagnose"] = diagnose_facts(req["diagnose"])
     return out
@@ -269,14 +818,22 @@ def tail_file(path, n):
     """The last n lines of a file, reading at most MAX_TAIL_BYTES from its end."""
     info = {"path": path, "lines": [], "error": None}
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - MAX_TAIL_BYTES))
-            data = f.read()
+        # A log is not a managed file, but root still neither follows a planted link nor blocks on a FIFO.
+        fd = os.open(path, O_READ)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                info["error"] = "%s is %s, not a log file: not read" % (path, kind_of(st.st_mode))
+                return info
+            size = st.st_size
+            os.lseek(fd, max(0, size - MAX_TAIL_BYTES), os.SEEK_SET)
+            data = read_upto(fd, MAX_TAIL_BYTES)
+        finally:
+            os.close(fd)
         info["size"] = size
     except OSError as exc:
-        info["error"] = f"{path}: {exc.strerror}"
+        info["error"] = ("%s is a symlink: not followed" % path if exc.errno == errno.ELOOP
+                         else "%s: %s" % (path, exc.strerror))
         return info
     lines = text(data).splitlines()
     if size > MAX_TAIL_BYTES and lines:
@@ -303,93 +860,7 @@ def diagnose_facts(spec):
     return out
 
 
-# -- apply -------------------------------------------------------------------------------------
-
-def ensure_journal():
-    for d in (JOURNAL, RUNS):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            pass
-        os.chmod(d, 0o700)
-
-
-def take_lock(run_id, wait):
-    fd = os.open(JOURNAL + "/lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.time() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            if time.time() >= deadline:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                raise Failed("locked", "another wsguard run holds the host lock (run %s); waited %ss"
-                             % (holder, wait)) from None
-            time.sleep(0.1)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, run_id.encode(), 0)
-    return fd
-
-
-def write_json_atomic(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, path)
-
-
-def fsync_dir(d):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sweep(directory, name, run_id):
-    """Temporary files of killed runs (`.NAME.wsguard-RUNID`) go; ours are never left."""
-    prefix = "." + name + TMP_MARK
-    try:
-        for entry in os.listdir(directory):
-            if entry.startswith(prefix) and not entry.endswith(run_id):
-                os.unlink(os.path.join(directory, entry))
-    except OSError:
-        pass
-
-
-def atomic_write(resolved, data, mode, uid, gid, run_id, pause=0.0):
-    directory, name = os.path.split(resolved)
-    tmp = os.path.join(directory, "." + name + TMP_MARK + run_id)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if pause:
-            time.sleep(pause)  # test-only: widens the window between upload and rename
-        os.rename(tmp, resolved)
-        fsync_dir(directory)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        advice = WRITE_ADVICE.get(exc.errno or 0, "fix the cause, then run again")
-        raise Failed("write", "cannot write %s: %s; the old file is intact: %s"
-                     % (resolved, exc.strerror, advice)) from None
-
+# -- apply: journal every old file, stage every new one, then rename them in ---------------------
 
 WRITE_ADVICE = {
     errno.ENOSPC: "free space on the file system that holds it, then run again",
@@ -400,18 +871,333 @@ WRITE_ADVICE = {
 }
 
 
+def advice(exc):
+    return WRITE_ADVICE.get(exc.errno or 0, "fix the cause, then run again")
+
+
+def stage(parent, name, data, mode, uid, gid, attrs_from, run_id):
+    """`data` in a new file beside `name`, created exclusively under a fresh name and never reopened by
+    name: ownership, extended attributes (ACLs, SELinux label) and mode set on the fd. -> (name, fd)."""
+    tmp, fd = create_exclusive(parent, "." + name + TMP_MARK + run_id + "-")
+    try:
+        write_all(fd, data)
+        os.fchown(fd, uid, gid)
+        if attrs_from is not None:
+            copy_xattrs(attrs_from, fd)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(parent, tmp)
+        raise
+    return tmp, fd
+
+
+def unlink_quietly(dir_fd, name):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def sweep(parent, name, keep):
+    """Temporary files of killed runs (`.NAME.wsguard-...`) go; an entry is only unlinked, never followed."""
+    prefix = "." + name + TMP_MARK
+    try:
+        for entry in os.listdir(parent):
+            if entry.startswith(prefix) and entry not in keep:
+                unlink_quietly(parent, entry)
+    except OSError:
+        pass
+
+
+class Target(object):
+    """One file of the transaction: where it is (a directory fd and a name), what it held, what it will hold."""
+
+    def __init__(self, index, req, managed):
+        st = managed.st
+        self.index, self.m, self.path = index, managed, req["path"]
+        self.old, self.new = managed.data, base64.b64decode(req["content"])
+        self.mode = req.get("mode", st.st_mode & 0o7777)
+        self.uid, self.gid = req.get("uid", st.st_uid), req.get("gid", st.st_gid)
+        self.validate = req.get("validate")
+        self.backup = "file-%d.orig" % index
+        self.tmp, self.tmp_fd = "", -1
+        self.committed = False  # the new bytes are under the name now
+        self.renamed = False    # they were at some point (restored or not): the journal records the file
+
+    @property
+    def parent(self):
+        return self.m.walked.parent
+
+    @property
+    def name(self):
+        return self.m.walked.name
+
+    @property
+    def resolved(self):
+        return self.m.walked.resolved
+
+    def entry(self):
+        st = self.m.st
+        return {"path": self.path, "resolved": self.resolved, "sha256_before": sha256(self.old),
+                "sha256_after": sha256(self.new), "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
+                "mode_after": self.mode, "uid_after": self.uid, "gid_after": self.gid, "backup": self.backup,
+                "validate": self.validate}
+
+    def stage(self, run_id):
+        try:
+            self.tmp, self.tmp_fd = stage(self.parent, self.name, self.new, self.mode, self.uid, self.gid,
+                                          self.m.fd, run_id)
+        except OSError as exc:
+            raise Failed("write", "cannot write %s: %s; the old file is intact: %s"
+                         % (self.resolved, exc.strerror, advice(exc))) from None
+
+    def commit(self):
+        """Rename the staged file over the name, within the one directory fd; a rename never follows a link."""
+        before = self.m.walked.lstat()
+        if not same_inode(before, self.m.st):
+            raise Failed("conflict", "%s was replaced while this run held it (someone else writes in its "
+                         "directory): nothing more was written" % self.resolved)
+        try:
+            os.rename(self.tmp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+        except OSError as exc:
+            raise Failed("write", "cannot write %s: %s; the old file is intact: %s"
+                         % (self.resolved, exc.strerror, advice(exc))) from None
+        self.committed = self.renamed = True
+        if not same_inode(self.m.walked.lstat(), os.fstat(self.tmp_fd)):
+            raise Failed("boundary", "%s is not the file this run wrote: something replaced the staged file "
+                         "during the run (another writer in its directory); the old bytes go back" % self.resolved)
+        try:
+            os.fsync(self.parent)
+        except OSError as exc:
+            raise Failed("write", "cannot write %s: %s; %s" % (self.resolved, exc.strerror, advice(exc))) from None
+
+    def landed_sha256(self):
+        fd = os.open(self.name, O_READ, dir_fd=self.parent)
+        try:
+            if not same_inode(os.fstat(fd), os.fstat(self.tmp_fd)):
+                return None
+            return sha256(read_upto(fd, len(self.new) + 1))
+        finally:
+            os.close(fd)
+
+    def restore(self, run_id):
+        """The old bytes, mode, owner and attributes back under the name (a new inode, renamed in)."""
+        st = self.m.st
+        tmp, fd = stage(self.parent, self.name, self.old, st.st_mode & 0o7777, st.st_uid, st.st_gid, self.m.fd,
+                        run_id)
+        try:
+            os.rename(tmp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+            os.fsync(self.parent)
+        finally:
+            os.close(fd)
+        self.committed = False
+
+    def close(self):
+        if self.tmp_fd >= 0:
+            if not self.committed:
+                unlink_quietly(self.parent, self.tmp)
+            os.close(self.tmp_fd)
+            self.tmp_fd = -1
+        self.m.close()
+
+
+class Apply(object):
+    """One apply, in phases: prepare, journal, stage, commit, validate, verify, handlers, record.
+    Until commit no managed file has changed, so any failure before it (a full journal disk, a full app
+    disk, a refused path) leaves every file as it was."""
+
+    def __init__(self, req, journal):
+        self.req, self.journal, self.run_id = req, journal, req["run_id"]
+        self.boundary = req.get("boundary") or {}
+        self.targets = []
+        self.run_fd = None
+        self.manifest = {"run_id": self.run_id, "task": req["task"],
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "controller": req.get("controller", {}), "files": [], "handlers": [], "handlers_run": [],
+                         "handlers_pending": [], "status": "applying", "rollback_of": req.get("rollback_of"),
+                         "started": time.time()}
+        self.result = {"run_id": self.run_id, "files": [], "handlers": [], "error": None, "pruned": []}
+        pending = journal.read_json(PENDING, {})[0]
+        self.pending = pending if isinstance(pending, dict) else {}
+
+    def run(self):
+        try:
+            for phase in (self.prepare, self.journal_old, self.stage, self.commit, self.validate, self.verify,
+                          self.handlers):
+                phase()
+            self.manifest["status"] = "ok"
+        except Failed as exc:
+            self.fail(exc)
+        finally:
+            self.record()
+            for t in self.targets:
+                t.close()
+            close_quietly(self.run_fd)
+        return self.result
+
+    @property
+    def committed(self):
+        return [t for t in self.targets if t.committed]
+
+    def prepare(self):
+        for i, f in enumerate(self.req.get("files", [])):
+            try:
+                m = open_managed(rule_for(self.boundary, f["path"]))
+            except FileNotFoundError:
+                raise Failed("read", "cannot read %s: No such file or directory" % f["path"]) from None
+            if not m.exists:
+                m.close()
+                raise Failed("read", "cannot read %s: No such file or directory" % f["path"])
+            t = Target(i, f, m)
+            if t.old == t.new and "mode" not in f:
+                m.close()
+                continue  # a concurrent run already wrote exactly these bytes: nothing to do
+            self.targets.append(t)
+            if sha256(t.old) != f["expect_sha256"]:
+                raise Failed("conflict", "%s changed on the host since its facts were read (sha256 %s, expected %s)"
+                             % (f["path"], sha256(t.old)[:12], f["expect_sha256"][:12]))
+            sweep(t.parent, t.name, ())
+
+    def journal_old(self):
+        """Every old file's bytes are on disk in the journal before any managed file changes."""
+        runs = self.journal.runs_fd()
+        try:
+            os.mkdir(self.run_id, 0o700, dir_fd=runs)
+            self.run_fd = os.open(self.run_id, O_DIR, dir_fd=runs)
+            for t in self.targets:
+                fd = os.open(t.backup, O_NEW, 0o600, dir_fd=self.run_fd)
+                try:
+                    write_all(fd, t.old)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.manifest["files"].append(t.entry())
+            self.journal.write_json("manifest.json", self.manifest, dir_fd=self.run_fd)
+            os.fsync(self.run_fd)
+        except OSError as exc:
+            raise Failed("journal", "cannot record the old bytes in %s/runs/%s: %s; no file was changed: %s"
+                         % (JOURNAL, self.run_id, exc.strerror, advice(exc))) from None
+        finally:
+            os.close(runs)
+
+    def stage(self):
+        for t in self.targets:
+            t.stage(self.run_id)
+
+    def commit(self):
+        if self.targets and self.req.get("pause_before_rename"):
+            time.sleep(float(self.req["pause_before_rename"]))  # test-only: the window between stage and rename
+        for t in self.targets:
+            t.commit()
+
+    def validate(self):
+        if not any(t.validate == "nginx" for t in self.committed):
+            return
+        ok, message = nginx_test()
+        if ok:
+            return
+        self.restore()
+        ok_after, _ = nginx_test()
+        raise Failed("validate", "nginx -t failed after the edit; the old file is restored%s:\n%s"
+                     % ("" if ok_after else " (but nginx -t still fails: the cause is elsewhere)", message),
+                     {"nginx_t": message, "restored": True, "nginx_t_after_restore": ok_after})
+
+    def restore(self):
+        for t in reversed(self.committed):
+            try:
+                t.restore(self.run_id)
+            except OSError as exc:
+                raise Failed("write", "cannot restore %s: %s; its old bytes are in %s/runs/%s/%s"
+                             % (t.resolved, exc.strerror, JOURNAL, self.run_id, t.backup)) from None
+        self.manifest["restored"] = True
+
+    def verify(self):
+        for t in self.targets:
+            landed = t.landed_sha256()
+            if landed != sha256(t.new):
+                raise Failed("verify", "%s does not hold the bytes written (sha256 %s, expected %s)"
+                             % (t.path, (landed or "another file")[:12], sha256(t.new)[:12]))
+            self.result["files"].append({"path": t.path, "resolved": t.resolved, "sha256_before": sha256(t.old),
+                                         "sha256_after": landed})
+
+    def handlers(self):
+        self.manifest["handler_specs"] = self.req.get("handlers", [])
+        for spec in self.req.get("handlers", []):
+            name = spec["name"]
+            began = time.time()
+            try:
+                evidence = HANDLERS[name](spec, self.journal)
+                evidence["seconds"] = round(time.time() - began, 3)
+            except Failed as exc:
+                self.pending[name] = spec
+                self.manifest["handlers_pending"].append(name)
+                self.result["handlers"].append({"name": name, "ok": False, "error": exc.message,
+                                                "evidence": exc.evidence})
+                raise
+            self.pending.pop(name, None)
+            self.manifest["handlers_run"].append(name)
+            self.result["handlers"].append({"name": name, "ok": True, "evidence": evidence})
+
+    def fail(self, exc):
+        m = self.manifest
+        m["status"] = "failed"
+        m["error"] = {"kind": exc.kind, "message": exc.message}
+        error = self.result["error"] = {"kind": exc.kind, "message": exc.message, "evidence": exc.evidence}
+        if not self.committed:
+            return
+        try:  # a failure after the rename: the old bytes go back, and the service with them
+            self.restore()
+        except Failed as again:
+            error["message"] += "; " + again.message
+            return
+        restored = restore_service(m, self.req.get("handlers", []), self.journal)
+        if restored:
+            m["service_restored"] = error["evidence"]["service_restored"] = restored
+            for h in restored:
+                if h["ok"]:
+                    self.pending.pop(h["name"], None)
+            ok = all(h["ok"] for h in restored)
+            error["message"] += ("; the old files were restored and %s re-run: %s"
+                                 % (", ".join(h["name"] for h in restored),
+                                    "the service runs the old configuration again" if ok else
+                                    "it failed too (%s)" % "; ".join(h.get("error") or "" for h in restored
+                                                                      if not h["ok"])))
+
+    def record(self):
+        m = self.manifest
+        written = [t for t in self.targets if t.renamed]
+        try:
+            if self.run_fd is not None:
+                if m["status"] == "failed" and not written and not m["handlers_pending"]:
+                    self.journal.remove_run(self.run_id)  # nothing happened: no run to record
+                else:
+                    m["files"] = [e for e in m["files"] if any(t.backup == e["backup"] for t in written)] \
+                        if m["status"] == "failed" else m["files"]
+                    self.journal.write_json("manifest.json", m, dir_fd=self.run_fd)
+            self.journal.write_json(PENDING, self.pending)
+            self.result["pruned"] = prune(self.journal, max(1, int(self.req.get("keep", 20))), self.run_id)
+        except OSError as exc:
+            note = "the journal could not record the outcome (%s): %s" % (exc.strerror, advice(exc))
+            if self.result["error"]:
+                self.result["error"]["message"] += "; " + note
+            else:
+                self.result["error"] = {"kind": "journal", "message": note, "evidence": {}}
+
+
 def nginx_test():
     code, _, err = sh(["nginx", "-t"], timeout=30)
-    return code == 0, text(err).strip()
+    return code == 0, scrub_nginx(text(err).strip())
 
 
-def record_reload(workers):
+def record_reload(journal, workers):
     code, out, _ = sh(["nginx", "-T"], timeout=30)
-    write_json_atomic(RELOAD_RECORD, {"dump_sha256": sha256(out) if code == 0 else None, "workers": workers,
+    journal.write_json(RELOAD_RECORD, {"dump_sha256": sha256(out) if code == 0 else None, "workers": workers,
                                       "time": time.time()})
 
 
-def handler_nginx_reload(spec):
+def handler_nginx_reload(spec, journal):
     ok, message = nginx_test()
     if not ok:
         raise Failed("validate", "nginx -t failed; not reloading: " + message)
@@ -428,7 +1214,7 @@ def handler_nginx_reload(spec):
     while True:
         master, workers, _ = nginx_processes()
         if workers and not set(workers) & set(before):
-            record_reload(workers)
+            record_reload(journal, workers)
             return {"method": method, "workers_before": before, "workers_after": workers}
         if time.time() > deadline:
             raise Failed("reload", "nginx did not start new workers after the reload (%s)" % method,
@@ -436,7 +1222,7 @@ def handler_nginx_reload(spec):
         time.sleep(0.05)
 
 
-def handler_compose_recreate(spec):
+def handler_compose_recreate(spec, journal):
     app_dir, service, container = spec["app_dir"], spec["service"], spec["container"]
     cmd = compose_command()
     if cmd is None:
@@ -497,28 +1283,7 @@ def logs_tail(container, n=20):
 HANDLERS = {"nginx_reload": handler_nginx_reload, "compose_recreate": handler_compose_recreate}
 
 
-def prune(keep, current):
-    """Keep the newest `keep` runs (in journal order); the current run is never removed."""
-    try:
-        names = os.listdir(RUNS)
-    except OSError:
-        return []
-    names.sort(key=lambda n: run_order(n, read_json(os.path.join(RUNS, n, "manifest.json"), {}) or {}))
-    old = [n for n in names if n != current][: max(0, len(names) - keep)]
-    for n in old:
-        shutil.rmtree(os.path.join(RUNS, n), ignore_errors=True)
-    return old
-
-
-def unchanged(path, old):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read() == old
-    except OSError:
-        return False
-
-
-def restore_service(manifest, specs):
+def restore_service(manifest, specs, journal):
     """After the old files went back: re-run the handlers that acted on the new ones, so the service
     runs what is on disk again (a backend recreated from a bad .env is recreated from the old one)."""
     acted = set(manifest["handlers_run"]) | set(manifest["handlers_pending"])
@@ -528,7 +1293,7 @@ def restore_service(manifest, specs):
             continue
         spec = dict(spec, expect_env={})  # the restored file's values, whatever they are
         try:
-            HANDLERS[spec["name"]](spec)
+            HANDLERS[spec["name"]](spec, journal)
             outcome.append({"name": spec["name"], "ok": True})
         except Failed as exc:
             outcome.append({"name": spec["name"], "ok": False, "error": exc.message,
@@ -536,147 +1301,45 @@ def restore_service(manifest, specs):
     return outcome
 
 
-def restore(done, run_id):
-    for f in reversed(done):
-        atomic_write(f["resolved"], f["old"], f["mode"], f["uid"], f["gid"], run_id)
+def prune(journal, keep, current):
+    """Keep the newest `keep` runs (in journal order); the current run is never removed."""
+    names = [name for _, name, _, _ in reversed(journal.manifests())]
+    old = [n for n in names if n != current][: max(0, len(names) - keep)]
+    for n in old:
+        journal.remove_run(n)
+    return old
 
 
-def op_apply(req):
-    run_id = req["run_id"]
-    ensure_journal()
-    lock = take_lock(run_id, req.get("lock_timeout", 30))
-    run_dir = os.path.join(RUNS, run_id)
-    manifest = {"run_id": run_id, "task": req["task"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "controller": req.get("controller", {}), "files": [], "handlers": [], "handlers_run": [],
-                "handlers_pending": [], "status": "applying", "rollback_of": req.get("rollback_of"),
-                "started": time.time()}
-    result = {"run_id": run_id, "files": [], "handlers": [], "error": None, "pruned": []}
-    done = []
-    pending = read_json(PENDING, {})
+def op_apply(req, journal):
+    if not isinstance(req.get("run_id"), str) or not RUN_ID.match(req["run_id"]):
+        raise Failed("request", "bad run id %r" % req.get("run_id"))
+    lock = journal.lock(req["run_id"], req.get("lock_timeout", 30))
     try:
-        os.mkdir(run_dir, 0o700)
-        for i, f in enumerate(req.get("files", [])):
-            path = f["path"]
-            resolved = os.path.realpath(path)
-            directory, name = os.path.split(resolved)
-            sweep(directory, name, run_id)
-            try:
-                st = os.stat(resolved)
-                with open(resolved, "rb") as fh:
-                    old = fh.read()
-            except OSError as exc:
-                raise Failed("read", "cannot read %s: %s" % (path, exc.strerror)) from None
-            new = base64.b64decode(f["content"])
-            if old == new and "mode" not in f:
-                continue  # a concurrent run already wrote exactly these bytes: nothing to do
-            if sha256(old) != f["expect_sha256"]:
-                raise Failed("conflict", "%s changed on the host since its facts were read (sha256 %s, expected %s)"
-                             % (path, sha256(old)[:12], f["expect_sha256"][:12]))
-            backup = "file-%d.orig" % i
-            with open(os.path.join(run_dir, backup), "wb") as b:
-                b.write(old)
-                b.flush()
-                os.fsync(b.fileno())
-            os.chmod(os.path.join(run_dir, backup), 0o600)
-            mode = f.get("mode", st.st_mode & 0o7777)
-            uid, gid = f.get("uid", st.st_uid), f.get("gid", st.st_gid)
-            entry = {"path": path, "resolved": resolved, "sha256_before": sha256(old), "sha256_after": sha256(new),
-                     "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, "mode_after": mode,
-                     "uid_after": uid, "gid_after": gid, "backup": backup, "validate": f.get("validate")}
-            manifest["files"].append(entry)
-            write_json_atomic(os.path.join(run_dir, "manifest.json"), manifest)
-            try:
-                atomic_write(resolved, new, mode, uid, gid, run_id, req.get("pause_before_rename", 0))
-            except Failed:
-                if unchanged(resolved, old):
-                    manifest["files"].pop()  # never written: the journal must not claim a change
-                else:  # renamed, then failed (fsync of the directory): the old bytes go back below
-                    done.append({"resolved": resolved, "old": old, "mode": st.st_mode & 0o7777, "uid": st.st_uid,
-                                 "gid": st.st_gid})
-                raise
-            done.append({"resolved": resolved, "old": old, "mode": st.st_mode & 0o7777, "uid": st.st_uid,
-                         "gid": st.st_gid})
-        if any(f.get("validate") == "nginx" for f in req.get("files", [])):
-            ok, message = nginx_test()
-            if not ok:
-                restore(done, run_id)
-                ok_after, _ = nginx_test()
-                done = []
-                manifest["restored"] = True
-                raise Failed("validate", "nginx -t failed after the edit; the old file is restored%s:\n%s"
-                             % ("" if ok_after else " (but nginx -t still fails: the cause is elsewhere)", message),
-                             {"nginx_t": message, "restored": True, "nginx_t_after_restore": ok_after})
-        for entry in manifest["files"]:
-            with open(entry["resolved"], "rb") as fh:
-                landed = sha256(fh.read())
-            if landed != entry["sha256_after"]:
-                raise Failed("verify", "%s holds sha256 %s after the write, expected %s"
-                             % (entry["path"], landed[:12], entry["sha256_after"][:12]))
-            result["files"].append({"path": entry["path"], "resolved": entry["resolved"],
-                                    "sha256_before": entry["sha256_before"], "sha256_after": landed})
-        manifest["handler_specs"] = req.get("handlers", [])
-        for spec in req.get("handlers", []):
-            name = spec["name"]
-            began = time.time()
-            try:
-                evidence = HANDLERS[name](spec)
-                evidence["seconds"] = round(time.time() - began, 3)
-            except Failed as exc:
-                pending[name] = spec
-                manifest["handlers_pending"].append(name)
-                result["handlers"].append({"name": name, "ok": False, "error": exc.message, "evidence": exc.evidence})
-                raise
-            pending.pop(name, None)
-            manifest["handlers_run"].append(name)
-            result["handlers"].append({"name": name, "ok": True, "evidence": evidence})
-        manifest["status"] = "ok"
-    except Failed as exc:
-        manifest["status"] = "failed"
-        manifest["error"] = {"kind": exc.kind, "message": exc.message}
-        result["error"] = {"kind": exc.kind, "message": exc.message, "evidence": exc.evidence}
-        if done:  # a failure before validation: the old bytes go back
-            try:
-                restore(done, run_id)
-                manifest["restored"] = True
-            except Failed:
-                pass
-            else:
-                again = restore_service(manifest, req.get("handlers", []))
-                if again:
-                    manifest["service_restored"] = again
-                    result["error"]["evidence"]["service_restored"] = again
-                    for h in again:
-                        if h["ok"]:
-                            pending.pop(h["name"], None)
-                    ok = all(h["ok"] for h in again)
-                    result["error"]["message"] += (
-                        "; the old files were restored and %s re-run: %s"
-                        % (", ".join(h["name"] for h in again),
-                           "the service runs the old configuration again" if ok else
-                           "it failed too (%s)" % "; ".join(h.get("error") or "" for h in again if not h["ok"])))
+        return Apply(req, journal).run()
     finally:
-        if os.path.isdir(run_dir):
-            if not manifest["files"] and manifest["status"] == "failed" and not manifest["handlers_pending"]:
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing happened: no run to record
-            else:
-                write_json_atomic(os.path.join(run_dir, "manifest.json"), manifest)
-        write_json_atomic(PENDING, pending)
-        result["pruned"] = prune(max(1, int(req.get("keep", 20))), run_id)
         os.close(lock)
-    return result
 
 
 def main():
     # argv: [-c, agent source length, request length]; the source was read off stdin already.
     req = json.loads(sys.stdin.buffer.read(int(sys.argv[2])).decode())
-    op = {"facts": op_facts, "apply": op_apply}[req["op"]]
+    journal = None
+    sites = [r for r in ((req.get("boundary") or {}).get("files") or {}).values() if r.get("what") == "nginx site"]
+    if sites:
+        NGINX_TREES[:] = [t for r in sites for t in r.get("trees") or []]
     try:
-        out = op(req)
+        op = {"facts": op_facts, "apply": op_apply}[req["op"]]
+        journal = Journal.open(create=req["op"] == "apply")
+        out = op(req, journal)
     except Failed as exc:
         out = {"error": {"kind": exc.kind, "message": exc.message, "evidence": exc.evidence}}
     except OSError as exc:
         out = {"error": {"kind": "os", "message": "%s: %s" % (getattr(exc, "filename", "") or "", exc.strerror or exc)}}
+    finally:
+        if journal is not None:
+            journal.close()
     sys.stdout.write(json.dumps(out))
 
 
-main()
+if __name__ == "__main__":
+    main()
