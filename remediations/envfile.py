@@ -23,7 +23,7 @@ _NEWLINE = re.compile(r"\r\n|\n|\r")
 _EOL = re.compile(r"(?:\r\n|\n|\r)?\Z")
 # Mirrors python-dotenv's parse_binding up to the value: leading blanks (and blank lines), `export `,
 # the key (maybe single-quoted), blanks, then `=` with the blanks after it (absent for a bare `KEY`).
-_HEAD = re.compile(r"\s*(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)(?P<blank>[^\S\r\n]*)(?P<eq>=[^\S\r\n]*)?")
+_HEAD = re.compile(r"\s*(?:export[^\S\r\n]+)?(?P<key>'[^']+'|[^=#\s]+)(?P<blank>[^\S\r\n]*)(?P<eq>=[^\S\r\n]*)?")
 _QUOTED = {
     "'": re.compile(r"'(?:\\.|[^'\\])*'", re.DOTALL),
     '"': re.compile(r'"(?:\\.|[^"\\])*"', re.DOTALL),
@@ -103,10 +103,15 @@ def _parse(text: str) -> list[tuple[int, Binding]]:
     """python-dotenv's bindings, each with the 1-based line its statement starts on (not its blank lines)."""
     bindings = list(parse_stream(io.StringIO(text)))
     body = "".join(b.original.string for b in bindings)
-    result, offset = [], 0
+    # Line breaks are found in one pass and counted off as the statements go by: counting them again
+    # from the top for every statement took minutes on a 2 MB file.
+    breaks = [m.start() for m in _NEWLINE.finditer(body)]
+    result, offset, seen = [], 0, 0
     for b in bindings:
         start = offset + len(b.original.string) - len(b.original.string.lstrip())
-        result.append((1 + len(_NEWLINE.findall(body, 0, start)), b))
+        while seen < len(breaks) and breaks[seen] < start:
+            seen += 1
+        result.append((1 + seen, b))
         offset += len(b.original.string)
     bad = [line for line, b in result if b.error]
     if bad:
@@ -124,20 +129,10 @@ def _rewrite(segment: str, key: str, value: str, line: int) -> str:
     head = _HEAD.match(segment)
     if head is None:  # python-dotenv parsed it, so this is not expected
         raise EnvFileError(f"could not locate the value of {key} on line {line}", hint=_BY_HAND)
-    eq = head["eq"]
-    if eq is None:  # bare `KEY` (no `=`): add the value right after the key
+    if head["eq"] is None:  # bare `KEY` (no `=`): add the value right after the key
         before, after = segment[: head.start("blank")] + "=", segment[head.start("blank") :]
     else:
-        start = end = head.end()
-        opener = segment[start : start + 1]
-        if opener in _QUOTED:
-            match = _QUOTED[opener].match(segment, start)
-            end = match.end() if match else len(segment)
-        elif not (len(eq) > 1 and opener == "#"):  # `KEY= # note` has an empty value
-            # An unquoted value runs to the end of the line, minus an inline ` #...` and trailing blanks.
-            rest = re.match(r"[^\r\n]*", segment[start:])
-            raw = rest.group() if rest else ""
-            end = start + len(re.sub(r"\s+#.*", "", raw).rstrip())
+        start, end = _value_span(segment, head)
         before, after = segment[:start], segment[end:]
     eol = _EOL.search(segment)
     candidates = (
@@ -150,6 +145,42 @@ def _rewrite(segment: str, key: str, value: str, line: int) -> str:
         if len(parsed) == 1 and not parsed[0].error and (parsed[0].key, parsed[0].value) == (key, value):
             return candidate
     raise EnvFileError(f"could not rewrite {key} on line {line} safely", hint=_BY_HAND)
+
+
+def _value_span(segment: str, head: re.Match[str]) -> tuple[int, int]:
+    """Where the value of an assignment (`head` matched, with its `=`) is written, quotes included."""
+    start = end = head.end()
+    opener = segment[start : start + 1]
+    if opener in _QUOTED:
+        match = _QUOTED[opener].match(segment, start)
+        end = match.end() if match else len(segment)
+    elif not (len(head["eq"]) > 1 and opener == "#"):  # `KEY= # note` has an empty value
+        # An unquoted value runs to the end of the line, minus an inline ` #...` and trailing blanks.
+        rest = re.match(r"[^\r\n]*", segment[start:])
+        raw = rest.group() if rest else ""
+        end = start + len(re.sub(r"\s+#.*", "", raw).rstrip())
+    return start, end
+
+
+def written_values(text: str) -> list[tuple[str, str | None, str]]:
+    """(key, value, spelling) of every assignment with `=`: the value as python-dotenv reads it, and
+    as the file spells it (outer quotes removed, escapes and line breaks kept: what a diff shows).
+
+    Statements python-dotenv cannot parse are included too (value None, spelling the rest of their
+    line), so what a masker learns does not depend on the file being valid.
+    """
+    out: list[tuple[str, str | None, str]] = []
+    for b in parse_stream(io.StringIO(text)):
+        segment = b.original.string
+        head = _HEAD.match(segment)
+        if head is None or head["eq"] is None:
+            continue
+        start, end = _value_span(segment, head)
+        raw = segment[start:end]
+        if raw[:1] in _QUOTED:
+            raw = raw[1:-1] if len(raw) > 1 and raw.endswith(raw[0]) else raw[1:]
+        out.append((b.key or head["key"].strip("'"), b.value, raw))
+    return out
 
 
 def _quote(value: str) -> str:

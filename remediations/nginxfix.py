@@ -31,8 +31,20 @@ def running_config_stale(ng: dict[str, Any]) -> str | None:
     return None
 
 
-def site_plan(host: Host, facts: dict[str, Any], directives: list[str]) -> tuple[Any, dict[str, Any], str]:
-    """The planner's verdict on the site (shared by fix-nginx and verify)."""
+def learn_nginx_secrets(masker: Masker, site: str, ng: dict[str, Any]) -> None:
+    """The secret arguments of the site and of every file `nginx -T` showed (includes, snippets)."""
+    masker.add_nginx(site)
+    for loaded in split_nginx_T(ng.get("dump", "")).values():
+        masker.add_nginx(loaded)
+
+
+def site_plan(host: Host, facts: dict[str, Any], directives: list[str],
+              masker: Masker | None = None) -> tuple[Any, dict[str, Any], str]:
+    """The planner's verdict on the site (shared by fix-nginx and verify).
+
+    The masker learns the secret arguments of the site and of every file nginx loads before anything
+    is planned: a diff, a warning about a copied header or a control's report can quote any of them.
+    """
     ws = host.ws
     f = file_fact(facts, ws.nginx_site, host.name, "the nginx site",
                   hint="set nginx_site for this host in the inventory to the site file that holds the location")
@@ -41,6 +53,8 @@ def site_plan(host: Host, facts: dict[str, Any], directives: list[str]) -> tuple
     except UnicodeDecodeError:
         raise NginxConfError(f"{host.name}: {ws.nginx_site} is not UTF-8 text") from None
     ng = facts.get("nginx") or {}
+    if masker is not None:
+        learn_nginx_secrets(masker, text, ng)
     if not ng.get("installed"):
         raise AgentError("nginx", f"{host.name}: nginx is not installed (nginx -v failed)",
                          hint="is this the right host? fix-nginx manages an installed nginx")
@@ -65,7 +79,7 @@ class NginxFix:
 
     def plan(self, facts: dict[str, Any], masker: Masker) -> Plan:
         ws = self.host.ws
-        sp, f, text = site_plan(self.host, facts, self.directives)
+        sp, f, text = site_plan(self.host, facts, self.directives, masker)
         ng = facts["nginx"]
         new = sp.new_text.encode("utf-8")
         plan = Plan(files=[FileChange(ws.nginx_site, content(f), new, f["sha256"], validate="nginx")])

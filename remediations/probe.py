@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from remediations.masking import Masker
 from remediations.wsclient import Closed, ConnectionClosed, WSConnection, WSError, connect
@@ -354,12 +355,36 @@ def host_token(t: Any, masker: Masker) -> str | None:
     facts = call_agent(t, {"op": "facts", "files": [ws.env_file]})
     f = file_fact(facts, ws.env_file, t.host.name, "the app's .env",
                   hint="set env_file (or app_dir) for this host, or pass --token-env")
-    values = read_values(content(f).decode("utf-8", "replace"))
-    masker.add_env(values)
-    token = values.get(ws.ws_token_key)
+    text = content(f).decode("utf-8", "replace")
+    masker.add_env_text(text)
+    token = read_values(text).get(ws.ws_token_key)
     if token:
         masker.add([token])
     return token
+
+
+def token_refusal(target: str, own: str | None, send_token_to: str | None = None) -> str | None:
+    """Why a host's token must not go to `target`, or None when it may.
+
+    A token goes only to the host of the host's own ws_url (over TLS when ws_url uses it), or to the
+    host named by --send-token-to: a --url pointing elsewhere (a typo, a proxy, someone else's server)
+    must not collect a valid credential.
+    """
+    to = urlsplit(target)
+    where = (to.hostname or "").lower()
+    if send_token_to and where == send_token_to.strip().lower():
+        return None
+    if not own:
+        return (f"not sent to {where}: this host has no ws_url to compare with; "
+                f"pass --send-token-to {where} to send it")
+    mine = urlsplit(own)
+    if where != (mine.hostname or "").lower():
+        return (f"not sent to {where}: the token belongs to {mine.hostname} (this host's ws_url); "
+                f"pass --send-token-to {where} to send it there")
+    if mine.scheme == "wss" and to.scheme != "wss":
+        return (f"not sent to {where} over {to.scheme}://: this host's ws_url uses wss:// and the token "
+                f"would travel unencrypted; pass --send-token-to {where} to send it anyway")
+    return None
 
 
 def fill_result(result: Any, run: ProbeRun) -> Any:
@@ -385,8 +410,9 @@ def result_lines(r: Any) -> list[str]:
     head = f"{r.host} {ev.get('url', '')}".rstrip()
     if r.status == "skipped":
         return [f"{r.host}: skipped"] + [f"  {w}" for w in r.warnings]
+    warnings = [f"  warning: {w}" for w in r.warnings]
     if r.error and not ev.get("connections"):
-        return [f"{head}: COULD NOT CONNECT", f"  error: {r.error['message']}"]
+        return [f"{head}: COULD NOT CONNECT", f"  error: {r.error['message']}", *warnings]
     if r.error:
-        return [f"{head}: ERROR", f"  error: {r.error['message']}"]
-    return [f"{head}: {ev['verdict'].upper()}"] + summary_lines(ev) + [f"  warning: {w}" for w in r.warnings]
+        return [f"{head}: ERROR", f"  error: {r.error['message']}", *warnings]
+    return [f"{head}: {ev['verdict'].upper()}"] + summary_lines(ev) + warnings

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remediations.envfile import duplicate_keys, read_values, set_flags
+from remediations.envfile import duplicate_keys, set_flags
 from remediations.errors import EnvFileError
 from remediations.inventory import Host
 from remediations.masking import Masker
@@ -51,11 +51,15 @@ class RateLimitFix:
             text = old.decode("utf-8")
         except UnicodeDecodeError:
             raise EnvFileError(f"{name}: {ws.env_file} is not UTF-8 text", hint="fix the file's encoding") from None
-        masker.add_env(read_values(text))
+        # The file as it is and as it will be, spelled as written (escapes, every line): the new text
+        # holds the inventory's values too (a token being rotated is a secret before it is written).
+        masker.add_env_text(text)
         env = container_env(facts)
         if env is not None:
             masker.add_env(env)
-        new = set_flags(text, self.flags).encode("utf-8")
+        new_text = set_flags(text, self.flags)
+        masker.add_env_text(new_text)
+        new = new_text.encode("utf-8")
         plan = Plan(files=[FileChange(ws.env_file, old, new, f["sha256"])])
         plan.warnings += [f"{ws.env_file}: {k} is assigned more than once; every assignment was set"
                           for k in duplicate_keys(text, self.flags)]

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from remediations.controls.backend import testinfra_host
-from remediations.controls.catalog import Context, VerifyOptions, facts_request, run_control, selected
+from remediations.controls.catalog import (
+    Context,
+    VerifyOptions,
+    facts_request,
+    learn_secrets,
+    run_control,
+    selected,
+)
 from remediations.errors import RemediationError
 from remediations.inventory import Host
 from remediations.masking import Masker
@@ -65,16 +72,8 @@ def check_host(t: Transport, result: HostResult, masker: Masker, options: Verify
     if facts.get("euid") != 0:
         raise RemediationError(f"{t.host.name}: the controls need root there, and {t.host.user} is not root",
                                hint="set ansible_become: true for this host (sudo), or log in as root")
-    # Secrets the facts carry (the .env's and the container's) are known to the masker before any
-    # control builds a message.
     ctx = Context(inv=t.host, host=testinfra_host(t), facts=facts, masker=m, options=options)
-    try:
-        ctx.env_values()
-    except Exception:  # noqa: BLE001, S110 - env-flags reports it; here it only primes the masker
-        pass
-    from remediations.ratelimit import container_env
-
-    m.add_env(container_env(facts) or {})
+    learn_secrets(ctx)  # before any control builds a message
     controls = [run_control(c, ctx) for c in selected(options)]
     del ctx, facts  # the .env's bytes stay in memory no longer than the checks
     result.controls = controls

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import sys
+from collections.abc import Iterator
 
 import pytest
 from dotenv import dotenv_values
@@ -331,3 +333,81 @@ def test_fuzz_contract_or_envfile_error(text: str, flags: dict[str, str]) -> Non
         assert not (_flags_valid(flags) and _text_parses(text)), str(error)
         return
     assert_contract(text, out, flags)
+
+
+# --- size: the work grows with the file, not with its square ------------------------------------------
+
+class CountingPattern:
+    """The real line-break pattern, counting the characters each call hands it to scan."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.scanned = pattern, 0
+
+    def _seen(self, string: str, pos: int, endpos: int) -> None:
+        self.scanned += max(0, min(endpos, len(string)) - pos)
+
+    def findall(self, string: str, pos: int = 0, endpos: int = sys.maxsize) -> list[str]:
+        self._seen(string, pos, endpos)
+        return self.pattern.findall(string, pos, endpos)
+
+    def finditer(self, string: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
+        self._seen(string, pos, endpos)
+        return self.pattern.finditer(string, pos, endpos)
+
+
+def big_env(size: int) -> str:
+    kinds = ("PLAIN_{i}=value-{i}", "export SINGLE_{i}='single {i}'  # note", 'DOUBLE_{i}="esc \\"{i}\\""',
+             "# comment {i}", "", 'MULTI_{i}="first {i}\nsecond"', "CRLF_{i}=x\r")
+    out, total, i = [], 0, 0
+    while total < size:
+        line = kinds[i % len(kinds)].format(i=i) + "\n"
+        out.append(line)
+        total += len(line)
+        i += 1
+    return "".join(out)
+
+
+def test_two_megabytes_read_with_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic, not timed: every character is scanned for line breaks a bounded number of times
+    (counting them again for every statement scanned ~10^10 characters for 2 MB and took minutes)."""
+    from remediations import envfile
+
+    text = big_env(2 * 1024 * 1024)
+    counter = CountingPattern(envfile._NEWLINE)
+    monkeypatch.setattr(envfile, "_NEWLINE", counter)
+    assert read_values(text) == readback(text)
+    assert counter.scanned <= len(text)  # one pass
+    counter.scanned = 0
+    out = set_flags(text, {"PLAIN_0": "changed", "NEW_KEY": "1"})
+    assert out == text.replace("PLAIN_0=value-0\n", "PLAIN_0=changed\n", 1) + "NEW_KEY=1\n"
+    assert counter.scanned <= 3 * len(out)  # the input, its line endings, the result read back
+    # the line numbers are still right at the far end of the file
+    last = len(re.findall(r"\r\n|\n|\r", text)) + 1
+    with pytest.raises(EnvFileError, match=rf"\bline {last}\b"):
+        read_values(text + "BROKEN='no end\n")
+
+
+def old_error_lines(text: str) -> list[int]:
+    """The line numbers as wsguard computed them before (quadratic, kept here as the reference)."""
+    bindings = list(parse_stream(io.StringIO(text)))
+    body = "".join(b.original.string for b in bindings)
+    out, offset = [], 0
+    for b in bindings:
+        start = offset + len(b.original.string) - len(b.original.string.lstrip())
+        if b.error:
+            out.append(1 + len(re.findall(r"\r\n|\n|\r", body[:start])))
+        offset += len(b.original.string)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("A= '\"#\\\r\n\t\x0b\x85x")), max_size=60))
+def test_property_error_lines_as_before(text: str) -> None:
+    lines = old_error_lines(text)
+    if not lines:
+        read_values(text)
+        return
+    where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+    with pytest.raises(EnvFileError) as caught:
+        read_values(text)
+    assert f"cannot parse {where} of" in caught.value.message

@@ -43,8 +43,11 @@ def _finish(run: Any, as_json: bool, recap: str) -> None:
 
 PROBE_HELP = {
     **COMMON_HELP,
-    "url": "probe this ws:// or wss:// URL instead of the inventory's ws_url",
+    "url": "probe this ws:// or wss:// URL instead of the inventory's ws_url (with --inventory or --limit: "
+           "for each selected host, whose token it gets only if it points at the host's own ws_url host)",
     "token_env": "environment variable that holds the client token (sent as ?token=, never shown)",
+    "send_token_to": "with --url and hosts: a host name that may receive the hosts' tokens besides "
+                     "their own ws_url host",
     "message": "chat message that makes the server stream; {chunks} is replaced by --stream "
                "(default: the lab's {\"message\": ..., \"chunks\": {chunks}})",
     "duration": "seconds to hold the probe (default 300)",
@@ -59,7 +62,8 @@ PROBE_HELP = {
 def probe(c: Context, url: str | None = None, token_env: str | None = None, message: str | None = None,
           duration: str = "300", stream: str = "30", idle: str = "75", json: bool = False,
           inventory: str | None = None, limit: str | None = None, connect_timeout: str = "10",
-          timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False) -> None:
+          timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False,
+          send_token_to: str | None = None) -> None:
     """Hold a real WebSocket: stream, idle, count and explain disconnects (exit 0 stable, 2 unstable, 1 none)."""
     from remediations import probe as p
     from remediations.masking import Masker
@@ -92,7 +96,7 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
             style = "error" if r.status in ("failed", "unreachable") else r.evidence.get("verdict", "")
             _print(p.result_lines(r), HEADER_STYLE.get(style, ""))
 
-    if url:
+    if url and not (inventory or limit):  # one URL, no hosts: the token given is meant for it
         masker = Masker()
         if token:
             masker.add([token])
@@ -114,13 +118,22 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
 
         def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
             ws = t.host.ws
-            if not ws.ws_url:
+            target = url or ws.ws_url
+            if not target:
                 result.status = "skipped"
                 result.warnings.append("no ws_url for this host in the inventory")
                 return result
-            tok = token if token is not None else p.host_token(t, masker)
+            say = events(t.host.name)
+            refused = p.token_refusal(target, ws.ws_url, send_token_to)
+            tok = None
+            if refused:  # the host's token is not even read
+                result.warnings.append(f"token {refused}")
+                if say:
+                    say(f"token {refused}")
+            else:
+                tok = token if token is not None else p.host_token(t, masker)
             t.close()  # the probe itself needs no SSH
-            return p.fill_result(result, p.run_probe(config(ws.ws_url, tok), events(t.host.name), masker))
+            return p.fill_result(result, p.run_probe(config(target, tok), say, masker))
 
         run = run_hosts("probe", hosts, conn, per_host, pending_is_2=False, on_result=show)
     run.exit_code = p.exit_code(run.hosts)

@@ -22,7 +22,7 @@ from remediations.envfile import read_values
 from remediations.errors import RemediationError
 from remediations.inventory import Host
 from remediations.masking import Masker
-from remediations.nginxfix import running_config_stale, site_plan
+from remediations.nginxfix import learn_nginx_secrets, running_config_stale, site_plan
 from remediations.ratelimit import container_env
 from remediations.transaction import AgentError, content, file_fact
 
@@ -73,9 +73,9 @@ class Context:
             ws = self.inv.ws
             f = file_fact(self.facts, ws.env_file, self.inv.name, "the app's .env",
                           hint="set env_file (or app_dir) for this host in the inventory")
-            values = read_values(content(f).decode("utf-8", "replace"))
-            self.masker.add_env(values)
-            self.cache["env"] = values
+            text = content(f).decode("utf-8", "replace")
+            self.masker.add_env_text(text)  # before parsing: a file that does not parse still has secrets
+            self.cache["env"] = read_values(text)
         env: dict[str, str | None] = self.cache["env"]
         return env
 
@@ -87,6 +87,23 @@ class Control:
     impact: str
     check: Callable[[Context], Outcome]
     probe_only: bool = False
+
+
+def learn_secrets(ctx: Context) -> None:
+    """Teach the masker every secret the facts and the inventory hold, before any control reports.
+
+    The .env's and the container's values, the inventory's own env_flags (a token being rotated is
+    a secret in `expected` before it is one on the host) and the nginx config's secret arguments.
+    """
+    ctx.masker.add_env(ctx.inv.ws.env_flags)
+    ctx.masker.add_env(container_env(ctx.facts) or {})
+    try:
+        ctx.env_values()
+    except Exception:  # noqa: BLE001, S110 - env-flags reports it; here it only teaches the masker
+        pass
+    site = next((f for f in ctx.facts.get("files", []) if f.get("path") == ctx.inv.ws.nginx_site), None)
+    text = content(site).decode("utf-8", "replace") if site and site.get("content") else ""
+    learn_nginx_secrets(ctx.masker, text, ctx.facts.get("nginx") or {})
 
 
 def facts_request(host: Host) -> dict[str, Any]:
@@ -149,7 +166,7 @@ def _site_difference(old: str, new: str) -> dict[str, list[str]]:
 def nginx_directives(ctx: Context) -> Outcome:
     ws = ctx.inv.ws
     want = list(ws.nginx_directives)
-    sp, _f, text = site_plan(ctx.inv, ctx.facts, want)
+    sp, _f, text = site_plan(ctx.inv, ctx.facts, want, ctx.masker)
     notes = [f"{d}: {why}" for d, why in sp.unsupported] + sp.include_conflicts
     detail = f"location {ws.ws_location} in {ws.nginx_site}" + (f"; {'; '.join(notes)}" if notes else "")
     if not sp.changed:
