@@ -120,10 +120,13 @@ class Rollback:
                                        hint="restore the file (or its symlink) first; --force cannot recreate it")
             now = content(cur)
             if _is_env_file(self.host, path):
-                masker.add_env(read_values(_text(now)))
-                masker.add_env(read_values(_text(old)))
+                masker.add_env_text(_text(now))
+                masker.add_env_text(_text(old))
                 if path == self.host.ws.env_file:
                     restored_env = read_values(_text(old))
+            elif entry.get("validate") == "nginx" or path == self.host.ws.nginx_site:
+                masker.add_nginx(_text(now))  # a diff of the site can quote its secrets too
+                masker.add_nginx(_text(old))
             if cur["sha256"] == entry["sha256_before"] and _meta(cur) == _meta(entry):
                 plan.evidence["unchanged_files"].append(path)
                 plan.warnings.append(f"{path} already holds what it held before run {rid}: left as it is")

@@ -169,8 +169,6 @@ def test_nginx_site_secrets_in_no_diff_warning_or_report(lab: Lab, reset_after: 
     assert planted[0] in lab.host(host).path(SITE).read_text()  # the site itself still holds its secrets
 
 
-@pytest.mark.xfail(strict=True, reason="rollback.py learns no nginx secrets (it should call masker.add_nginx on "
-                                       "the files it restores); reported to its owner")
 @pytest.mark.safety("attack")
 def test_nginx_site_secrets_in_no_rollback_diff(lab: Lab, reset_after: set[str]) -> None:
     host = "lab1"
