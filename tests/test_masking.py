@@ -32,7 +32,17 @@ from remediations.transaction import FileChange
 
 ENV = "/opt/app/.env"
 SITE = "/etc/nginx/sites-enabled/app"
-CORPUS = Path(os.environ.get("WSGUARD_THIRD_PARTY_CORPUS", "/work/shared/corpus/third-party"))
+
+
+def _corpus() -> Path:
+    """The third-party corpus: shared/ beside the repository (never copied into it), or where the env says."""
+    if os.environ.get("WSGUARD_THIRD_PARTY_CORPUS"):
+        return Path(os.environ["WSGUARD_THIRD_PARTY_CORPUS"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "third-party"
+    return beside if beside.is_dir() else Path("/work/shared/corpus/third-party")
+
+
+CORPUS = _corpus()
 
 PEM_LINES = ["-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
              "VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNb", "-----END PRIVATE KEY-----"]
