@@ -239,6 +239,12 @@ def ws_upgrade(ctx: Context) -> Outcome:
         f" (token from {ws.ws_token_key} in .env)" if ws.ws_token_key else "")
     params = {"url": ws.ws_url, "address": "127.0.0.1", "env_file": ws.env_file, "token_key": ws.ws_token_key,
               "token_param": TOKEN_PARAM, "timeout": max(1.0, min(10.0, ctx.options.connect_timeout))}
+    if ws.ws_token_key:
+        # The probe reads the token as root: only the file the agent resolved inside its boundary, and
+        # only while it holds the bytes the agent read (a refused .env raises here, before anything runs).
+        env = file_fact(ctx.facts, ws.env_file, ctx.inv.name, "the app's .env",
+                        hint="set env_file (or app_dir) for this host in the inventory")
+        params.update(env_file=env["resolved"], env_sha256=env["sha256"])
     src = _upgrade_source()
     res = ctx.host.run("python3 -I -c %s %s", _BOOT, str(len(src)), stdin=src + json.dumps(params).encode())
     try:

@@ -7,32 +7,57 @@ import json
 import os
 import socket
 import ssl
+import stat
 import sys
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def env_value(path, key):
+MAX_ENV_BYTES = 16 * 1024 * 1024
+
+
+def read_env(path, expect_sha256):
+    """The .env at the path the agent resolved inside its boundary, and only if it still holds the bytes
+    the agent read there (sha256): a link or another file swapped in since is never read as root."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        chunks, total = [], 0
+        while total <= MAX_ENV_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if hashlib.sha256(data).hexdigest() != expect_sha256:
+        raise ValueError(f"{path} changed since wsguard read it: run again")
+    return data.decode("utf-8", "replace")
+
+
+def env_value(path, key, expect_sha256):
     """The value of KEY's last assignment, read as docker-compose's env_file reader would."""
     value = None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            s = line.strip()
-            if s.startswith("export "):
-                s = s[7:].lstrip()
-            if not s or s.startswith("#") or "=" not in s:
-                continue
-            k, v = s.split("=", 1)
-            if k.strip().strip("'") != key:
-                continue
-            v = v.strip()
-            if v[:1] in ("'", '"'):
-                end = v.find(v[0], 1)
-                v = v[1:end] if end > 0 else v[1:]
-            else:
-                v = v.split(" #", 1)[0].strip()
-            value = v
+    for line in read_env(path, expect_sha256).splitlines():
+        s = line.strip()
+        if s.startswith("export "):
+            s = s[7:].lstrip()
+        if not s or s.startswith("#") or "=" not in s:
+            continue
+        k, v = s.split("=", 1)
+        if k.strip().strip("'") != key:
+            continue
+        v = v.strip()
+        if v[:1] in ("'", '"'):
+            end = v.find(v[0], 1)
+            v = v[1:end] if end > 0 else v[1:]
+        else:
+            v = v.split(" #", 1)[0].strip()
+        value = v
     return value
 
 
@@ -43,7 +68,7 @@ def main():
     try:
         token = None
         if p.get("token_key"):
-            token = env_value(p["env_file"], p["token_key"])
+            token = env_value(p["env_file"], p["token_key"], p["env_sha256"])
             out["token_found"] = token is not None
             if token is None:
                 out["error"] = "{} is not set in {}".format(p["token_key"], p["env_file"])
