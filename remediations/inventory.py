@@ -73,6 +73,7 @@ class WsVars:
     known_hosts: str = ""  # "" means ~/.ssh/known_hosts, expanded
     ws_url: str | None = None
     ws_token_key: str | None = None
+    ws_token_header: str | None = None  # send the token in this header, not the query string
     env_flags: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_FLAGS))
     nginx_directives: list[str] = field(default_factory=lambda: list(DEFAULT_NGINX_DIRECTIVES))
     journal_keep: int = 20
@@ -424,6 +425,15 @@ def _optional(check: Any) -> Any:
     return lambda v: None if v is None else check(v)
 
 
+def _header_name(v: Any) -> str:
+    if not isinstance(v, str) or not _HEADER.fullmatch(v):
+        raise _Bad("an HTTP header name such as Authorization (letters, digits and -)")
+    return v
+
+
+_HEADER = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
+
+
 # Every var wsguard reads, with its check; each check returns the value as wsguard uses it.
 _CHECKS: dict[str, Any] = {
     "ansible_host": _address,
@@ -440,6 +450,7 @@ _CHECKS: dict[str, Any] = {
     "wsguard_known_hosts": _string,
     "ws_url": _optional(_ws_url),
     "ws_token_key": _optional(_identifier),
+    "ws_token_header": _optional(_header_name),
     "env_flags": _env_flags,
     "nginx_directives": _directives,
     "wsguard_journal_keep": _journal_keep,
@@ -451,7 +462,7 @@ _CHECKS: dict[str, Any] = {
 # WsVars field -> the var that sets it.
 _WS_FIELDS = {
     **{f: f for f in ("app_dir", "env_file", "compose_service", "backend_container", "nginx_site", "ws_location",
-                      "ws_url", "ws_token_key", "env_flags", "nginx_directives")},
+                      "ws_url", "ws_token_key", "ws_token_header", "env_flags", "nginx_directives")},
     "journal_keep": "wsguard_journal_keep",
     "nginx_reload": "wsguard_nginx_reload",
     "allowed_paths": "wsguard_allowed_paths",

@@ -71,6 +71,7 @@ class ProbeConfig:
     connect_timeout: float = 10.0
     reply_timeout: float = 10.0  # the first reply to a chat message
     token_param: str = "token"  # noqa: S105 (a parameter name)
+    token_header: str | None = None  # the host's ws_token_header: the token goes there, not in the URL
 
 
 @dataclass
@@ -279,6 +280,7 @@ def run_probe(cfg: ProbeConfig, on_event: Callable[[str], None] | None = None,
             if c is None:
                 try:
                     ws = connect(cfg.url, token=cfg.token, token_param=cfg.token_param,
+                                 token_in_header=cfg.token_header,
                                  timeout=min(cfg.connect_timeout, max(deadline - time.monotonic(), 1.0)))
                 except WSError as e:
                     msg = masker(e.message)

@@ -71,16 +71,26 @@ def _with_token(url: str, token: str | None, token_param: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+def token_header(name: str, token: str) -> tuple[str, str]:
+    """The header that carries a token: `Authorization: Bearer TOKEN`, or the token itself in another header."""
+    return name, (f"Bearer {token}" if name.lower() == "authorization" else token)
+
+
 def connect(
     url: str,
     *,
     token: str | None = None,
     token_param: str = "token",  # noqa: S107 (a parameter name)
+    token_in_header: str | None = None,
     timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
     insecure: bool = False,
 ) -> WSConnection:
-    """Open a ws:// or wss:// connection; the token goes in the query string (and never in messages)."""
+    """Open a ws:// or wss:// connection. The token goes in the query string, or in the header
+    `token_in_header` names (kept out of nginx's access log, which records the request line); never in messages."""
+    if token is not None and token_in_header:
+        headers = dict(headers or {}, **dict([token_header(token_in_header, token)]))
+        token = None
     full = _with_token(url, token, token_param)
     shown = mask_url(full, token_param)
     parts = urllib.parse.urlsplit(full)

@@ -291,6 +291,8 @@ BAD_VARS = [
     ("wsguard_allowed_paths", "['/srv/../etc']", "without '..'"),
     ("wsguard_allowed_paths", "[/]", "narrower than /"),
     ("wsguard_allowed_paths", '["/srv/a\\nb"]', "single line"),
+    ("ws_token_header", "'X Token'", "an HTTP header name such as Authorization"),
+    ("ws_token_header", "'Authorization:'", "an HTTP header name such as Authorization"),
     # Values that would read as options on a command line, or cut it short.
     ("compose_service", "--help", "does not start with '-'"),
     ("compose_service", "' -d'", "does not start with '-'"),

@@ -271,3 +271,20 @@ def test_probe_token_goes_only_to_the_hosts_own_ws_url(lab: Lab) -> None:
     none_shown(lab, "probe outputs", elsewhere + shown + allowed, [])
     own = json.loads(run(lab, *args, "--json", codes=(0,)))["hosts"][0]  # its own ws_url: sent, and accepted
     assert own["evidence"]["verdict"] == "stable" and not own["warnings"], own
+
+
+@pytest.mark.safety("attack")
+def test_token_sent_in_a_header_never_reaches_nginxs_access_log(lab: Lab, reset_after: set[str]) -> None:
+    """With ws_token_header (the lab sets Authorization), the upgrade control and the probe keep the token
+    out of the request line, which is what nginx's access log records."""
+    host = "lab3"
+    reset_after.add(host)
+    lab.sh(host, ": > /var/log/nginx/access.log")
+    out = run(lab, "verify", "--inventory", lab.inventory, "--limit", host, "--report", "json")
+    upgrade = next(c for c in json.loads(out)["hosts"][0]["controls"] if c["id"] == "ws-upgrade")
+    assert upgrade["status"] == "pass", upgrade  # the backend took the token from the header
+    run(lab, "probe", "--inventory", lab.inventory, "--limit", host, "--duration", "2", "--stream", "3",
+        "--idle", "0.5")
+    log = lab.sh(host, "cat /var/log/nginx/access.log").stdout
+    assert log.count("GET /ws/chat") >= 2, log
+    assert lab.token not in log and "token=" not in log, log

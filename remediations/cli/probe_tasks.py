@@ -82,9 +82,10 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
             raise RemediationError(f"--token-env {token_env}: the variable is not set or empty",
                                    hint=f"export {token_env}=... (the token is never printed)")
 
-    def config(target: str, tok: str | None) -> p.ProbeConfig:
+    def config(target: str, tok: str | None, header: str | None = None) -> p.ProbeConfig:
         return p.ProbeConfig(url=target, token=tok, message=message or p.DEFAULT_MESSAGE, duration=float(duration),
-                             stream=int(stream), idle=float(idle), connect_timeout=float(connect_timeout))
+                             stream=int(stream), idle=float(idle), connect_timeout=float(connect_timeout),
+                             token_header=header)
 
     def events(name: str) -> Any:
         if json:
@@ -133,7 +134,7 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
             else:
                 tok = token if token is not None else p.host_token(t, masker)
             t.close()  # the probe itself needs no SSH
-            return p.fill_result(result, p.run_probe(config(target, tok), say, masker))
+            return p.fill_result(result, p.run_probe(config(target, tok, ws.ws_token_header), say, masker))
 
         run = run_hosts("probe", hosts, conn, per_host, pending_is_2=False, on_result=show)
     run.exit_code = p.exit_code(run.hosts)

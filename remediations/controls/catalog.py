@@ -238,7 +238,8 @@ def ws_upgrade(ctx: Context) -> Outcome:
     want = f"HTTP 101 for {url} through nginx on the host" + (
         f" (token from {ws.ws_token_key} in .env)" if ws.ws_token_key else "")
     params = {"url": ws.ws_url, "address": "127.0.0.1", "env_file": ws.env_file, "token_key": ws.ws_token_key,
-              "token_param": TOKEN_PARAM, "timeout": max(1.0, min(10.0, ctx.options.connect_timeout))}
+              "token_param": TOKEN_PARAM, "token_header": ws.ws_token_header,
+              "timeout": max(1.0, min(10.0, ctx.options.connect_timeout))}
     if ws.ws_token_key:
         # The probe reads the token as root: only the file the agent resolved inside its boundary, and
         # only while it holds the bytes the agent read (a refused .env raises here, before anything runs).
@@ -279,7 +280,8 @@ def ws_probe(ctx: Context) -> Outcome:
             return Outcome("error", want, f"{ws.ws_token_key} is not set in {ws.env_file}")
         ctx.masker.add([token])
     try:
-        with wsclient.connect(ws.ws_url, token=token, token_param=TOKEN_PARAM, timeout=opts.connect_timeout) as conn:
+        with wsclient.connect(ws.ws_url, token=token, token_param=TOKEN_PARAM, token_in_header=ws.ws_token_header,
+                              timeout=opts.connect_timeout) as conn:
             got, closed = conn.chat("wsguard verify probe", opts.probe_chunks, timeout=max(10.0, opts.probe_chunks))
             if closed is not None:
                 return failed(want, f"closed after {got}/{opts.probe_chunks} chunks: {closed.code} {closed.reason}")

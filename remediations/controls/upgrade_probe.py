@@ -77,7 +77,11 @@ def main():
         secure = u.scheme == "wss"
         port = u.port or (443 if secure else 80)
         query = [(k, v) for k, v in parse_qsl(u.query, True) if k != p["token_param"]]
-        if token is not None:
+        extra = ""
+        if token is not None and p.get("token_header"):  # out of the request line nginx logs
+            name = p["token_header"]
+            extra = "{}: {}\r\n".format(name, "Bearer " + token if name.lower() == "authorization" else token)
+        elif token is not None:
             query.append((p["token_param"], token))
         target = (u.path or "/") + ("?" + urlencode(query) if query else "")
         out["target"] = "{}:{} {}".format(p["address"], port, u.path or "/")
@@ -90,7 +94,7 @@ def main():
         key = base64.b64encode(os.urandom(16)).decode()
         host = u.netloc.rpartition("@")[2]
         request = (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")
         sock.sendall(request.encode())
         data = b""
         while b"\r\n\r\n" not in data and len(data) < 65536:

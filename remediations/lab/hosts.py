@@ -428,7 +428,8 @@ def write_client_files(hosts: list[LabHost], state: dict) -> None:
            "    ansible_user: root\n", f"    ansible_ssh_private_key_file: {ssh / 'id_ed25519'}\n",
            f"    wsguard_known_hosts: {ssh / 'known_hosts'}\n",
            f"    nginx_site: /etc/nginx/sites-enabled/{SITE_NAME}\n", f"    app_dir: {APP_DIR}\n",
-           "    ws_token_key: WS_AUTH_TOKEN\n", "  children:\n", "    lab:\n", "      hosts:\n"]
+           "    ws_token_key: WS_AUTH_TOKEN\n", "    ws_token_header: Authorization\n",
+           "  children:\n", "    lab:\n", "      hosts:\n"]
     for h in hosts:
         inv.append(f"        {h.name}:\n          ansible_host: {h.address}\n"
                    f"          ws_url: ws://{h.address}/ws/chat\n")

@@ -64,7 +64,9 @@ async def process_request(path, request_headers):
         return text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
     if url.path != "/ws/chat":
         return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
-    token = urllib.parse.parse_qs(url.query).get("token", [""])[0]
+    # A client may send the token as `Authorization: Bearer` (kept out of nginx's access log) or as ?token=.
+    bearer = request_headers.get("Authorization", "")
+    token = bearer[7:] if bearer.startswith("Bearer ") else urllib.parse.parse_qs(url.query).get("token", [""])[0]
     if not TOKEN or not hmac.compare_digest(token.encode(), TOKEN.encode()):
         # Never log the token itself, only whether one was given.
         log(f"refused /ws/chat: {'wrong' if token else 'missing'} token (403)")
