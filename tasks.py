@@ -1,24 +1,10 @@
-"""wsguard's invoke tasks: thin wrappers that parse flags and call remediations/.
-
-Each module remediations/cli/*_tasks.py contributes either TASKS (top-level tasks) or NAMESPACE
-(a named collection such as `lab`); this file only assembles them.
-"""
+"""wsguard's invoke tasks in this checkout: the product's (remediations/cli, the same as the `wsguard`
+command) plus the lab's (`invoke lab.*`, test and demo infrastructure in lab/)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from lab.tasks import NAMESPACE as LAB
+from remediations.cli.program import collection
 
-from invoke import Collection
-
-import remediations.cli
-
-ns = Collection()
-for info in sorted(pkgutil.iter_modules(remediations.cli.__path__), key=lambda m: m.name):
-    if info.name.endswith("_tasks"):
-        module = importlib.import_module(f"remediations.cli.{info.name}")
-        for t in getattr(module, "TASKS", []):
-            ns.add_task(t)
-        if hasattr(module, "NAMESPACE"):
-            name, collection = module.NAMESPACE
-            ns.add_collection(collection, name=name)
+ns = collection()
+ns.add_collection(LAB[1], name=LAB[0])

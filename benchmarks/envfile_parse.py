@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dotenv.parser import parse_stream  # noqa: E402
 
-from remediations.envfile import read_values, set_flags  # noqa: E402
+from remediations.edit.envfile import read_values, set_flags
 
 LINES = (
     "PLAIN_{i}=value-{i}",

@@ -200,7 +200,7 @@ class Tools:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names = [f"lab{i}" for i in range(1, n + 1)]
         ssh = lab.lab_dir() / "ssh"
-        from remediations.inventory import DEFAULT_ENV_FLAGS, DEFAULT_NGINX_DIRECTIVES
+        from remediations.model.inventory import DEFAULT_ENV_FLAGS, DEFAULT_NGINX_DIRECTIVES
 
         self.flags, self.directives = dict(DEFAULT_ENV_FLAGS), list(DEFAULT_NGINX_DIRECTIVES)
         addr = {h: lab.host(h).address for h in self.names}
@@ -329,7 +329,7 @@ def ws_block(site: str) -> str:
 
 
 def compliance_problems(tools: Tools, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    from remediations.envfile import read_values
+    from remediations.edit.envfile import read_values
 
     problems = []
     for name, s in after.items():
@@ -413,11 +413,11 @@ def startup_figures() -> dict[str, float]:
 
 CATEGORIES = [  # first match wins, searched over the whole stack (root to leaf)
     ("import (module loading)", ("_find_and_load",)),
-    ("SSH connect (fabric Connection, handshake, auth)", ("Transport.connect (remediations/transport.py",)),
-    ("remote round trip (waiting on the agent)", ("_exec (remediations/transport.py",)),
+    ("SSH connect (fabric Connection, handshake, auth)", ("Transport.connect (remediations/host/transport.py",)),
+    ("remote round trip (waiting on the agent)", ("_exec (remediations/host/transport.py",)),
     ("plan (pure: .env / nginx editors)", ("plan (remediations/", "site_plan", "set_flags", "plan_site")),
     ("inventory (YAML)", ("load_inventory",)),
-    ("report / JSON", ("print_json", "remediations/report")),
+    ("report / JSON", ("print_json", "remediations/output/")),
     ("main thread waiting for the host pool", ("as_completed", "_shutdown", "shutdown (concurrent")),
     ("paramiko transport threads (kex, crypto, packets)", ("paramiko/transport.py",)),
     ("invoke (CLI parsing, config)", ("invoke/",)),
@@ -471,7 +471,7 @@ def main() -> int:
     tools_used = [t for t in args.tools.split(",") if t in TOOLS]
     os.environ["WSGUARD_LAB_ID"] = str(args.lab_id)
     sys.path.insert(0, str(REPO))
-    from remediations.lab import hosts as lab
+    from lab import hosts as lab
 
     WORK.mkdir(exist_ok=True)
     logdir = WORK / "logs"

@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
+echo "== import contract"; .venv/bin/lint-imports --no-cache
 echo "== pytest"
 # The lab is shared by the whole session (one bring-up) and torn down at the end by the fixture.
 exec .venv/bin/pytest "$@"

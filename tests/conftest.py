@@ -41,7 +41,7 @@ class Lab:
     """Handles onto the running test lab for tests: run commands on hosts, reset them, call tasks."""
 
     def __init__(self) -> None:
-        from remediations.lab import hosts
+        from lab import hosts
 
         self.m = hosts
         self.dir = hosts.lab_dir()
@@ -78,7 +78,7 @@ class Lab:
 
 
 def _bound(path: str) -> bool:
-    from remediations.lab.hosts import BIND_DIRS
+    from lab.hosts import BIND_DIRS
 
     return any(path.lstrip("/").startswith(d + "/") for d in BIND_DIRS)
 
@@ -88,7 +88,7 @@ def lab() -> Iterator[Lab]:
     why = lab_supported()
     if why:
         pytest.skip(f"{why}: lab tests need Linux and root (run `bash scripts/test.sh` as root)")
-    from remediations.lab import hosts
+    from lab import hosts
 
     try:
         hosts.up(LAB_HOSTS, "seed")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from remediations.remote import agent
+from remediations.host.programs import agent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs as root: these tests need root")
 

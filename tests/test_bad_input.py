@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import BIN, REPO, Lab
-from remediations.envfile import read_values, set_flags
-from remediations.errors import RemediationError
-from remediations.nginxconf import ensure_directives
-from remediations.reports import ReportError, parse_specs
-from remediations.schedule import check_reports
+from remediations.edit.envfile import read_values, set_flags
+from remediations.edit.nginxconf import ensure_directives
+from remediations.model.errors import RemediationError
+from remediations.output.reports import ReportError, parse_specs
+from remediations.output.schedule import check_reports
 
 APP_ENV = "/opt/wealth-coach-ai/.env"
 # An inventory that loads, with one host nobody can reach (TEST-NET-1): a check that lets a bad value

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from conftest import Lab
-from remediations import compliance, webhook
-from remediations.masking import Masker
-from remediations.results import HostResult, RunResult
+from remediations.checks import compliance, webhook
+from remediations.model.masking import Masker
+from remediations.model.results import HostResult, RunResult
 
 APP = "/opt/wealth-coach-ai"
 ENV = f"{APP}/.env"

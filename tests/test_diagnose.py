@@ -6,10 +6,10 @@ import base64
 import json
 from pathlib import Path
 
-from remediations.diagnose import evaluate, location_settings, log_evidence, ping_interval, rank
-from remediations.inventory import load_inventory
-from remediations.masking import Masker
-from remediations.monitor import kind_of
+from remediations.checks.diagnose import evaluate, location_settings, log_evidence, ping_interval, rank
+from remediations.checks.monitor import kind_of
+from remediations.model.inventory import load_inventory
+from remediations.model.masking import Masker
 
 BACKEND = [
     "2026-01-01T00:00:00.000Z settings: host=127.0.0.1 rate_limit_enabled=True max_messages_per_minute=20",
@@ -163,7 +163,7 @@ def test_monitor_kinds() -> None:
 
 def test_diagnose_stale_container_and_secrets_masked(clean) -> None:  # type: ignore[no-untyped-def]
     lab = clean
-    # The .env fixed by hand, the container only restarted: it keeps its OLD environment (LAB-NOTES).
+    # The .env fixed by hand, the container only restarted: it keeps its OLD environment (seen on the lab).
     lab.sh("lab5", "cd /opt/wealth-coach-ai && printf 'WS_RATE_LIMIT_ENABLED=false\\n"
                    "WS_MAX_MESSAGES_PER_MINUTE=1000\\n' >> .env && docker-compose restart backend >/dev/null 2>&1")
     d = lab.invoke("diagnose", "--inventory", lab.inventory, "--limit", "lab5")
@@ -180,7 +180,7 @@ def test_diagnose_stale_container_and_secrets_masked(clean) -> None:  # type: ig
 
 
 def test_nginx_lines_from_before_the_container_started_are_left_out() -> None:
-    from remediations.diagnose import since
+    from remediations.checks.diagnose import since
 
     lines = ["2026/11/26 06:21:10 [error] 7#7: *3 connect() failed (111: Connection refused) while connecting",
              "2026/11/26 06:21:30 [error] 7#7: *9 connect() failed (111: Connection refused) while connecting",

@@ -1,4 +1,4 @@
-"""remediations.envfile: set flags in a docker-compose env file without disturbing the rest of it."""
+"""remediations.edit.envfile: set flags in a docker-compose env file without disturbing the rest of it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dotenv.parser import parse_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remediations.envfile import BOM, duplicate_keys, read_values, set_flags, validate_flags
-from remediations.errors import EnvFileError, RemediationError
+from remediations.edit.envfile import BOM, duplicate_keys, read_values, set_flags, validate_flags
+from remediations.model.errors import EnvFileError, RemediationError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -370,7 +370,7 @@ def big_env(size: int) -> str:
 def test_two_megabytes_read_with_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic, not timed: every character is scanned for line breaks a bounded number of times
     (counting them again for every statement scanned ~10^10 characters for 2 MB and took minutes)."""
-    from remediations import envfile
+    from remediations.edit import envfile
 
     text = big_env(2 * 1024 * 1024)
     counter = CountingPattern(envfile._NEWLINE)

@@ -25,9 +25,9 @@ import pytest
 
 import safety_summary
 from conftest import BIN, REPO, Lab
-from remediations import wsclient
-from remediations.envfile import set_flags
-from remediations.inventory import load_inventory
+from remediations.checks import wsclient
+from remediations.edit.envfile import set_flags
+from remediations.model.inventory import load_inventory
 
 APP = "/opt/wealth-coach-ai"
 ENV = f"{APP}/.env"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import Lab
-from remediations.combined import merge_requests
+from remediations.fixes.combined import merge_requests
 
 ENV = "/opt/wealth-coach-ai/.env"
 SITE = "/etc/nginx/sites-available/api.wealthwarriorshub.test"

@@ -7,7 +7,7 @@ import json
 import time
 
 from conftest import Lab
-from remediations import wsclient
+from remediations.checks import wsclient
 
 SITE = "/etc/nginx/sites-available/api.wealthwarriorshub.test"
 

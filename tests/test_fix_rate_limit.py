@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import Lab
-from remediations import wsclient
+from remediations.checks import wsclient
 
 APP = "/opt/wealth-coach-ai"
 ENV = f"{APP}/.env"

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import Lab
-from remediations import fleet
-from remediations.errors import RemediationError
-from remediations.inventory import Host, WsVars, shard
-from remediations.masking import Masker
-from remediations.results import HostResult
-from remediations.runner import Connect
+from remediations.model.errors import RemediationError
+from remediations.model.inventory import Host, WsVars, shard
+from remediations.model.masking import Masker
+from remediations.model.results import HostResult
+from remediations.run import fleet
+from remediations.run.runner import Connect
 
 APP = "/opt/wealth-coach-ai"
 ENV = f"{APP}/.env"
@@ -267,7 +267,7 @@ def test_shards_are_disjoint_and_cover_the_selection(lab: Lab, n: int) -> None:
 
 
 def lab_hosts(lab: Lab) -> list[Host]:
-    from remediations.inventory import load_inventory
+    from remediations.model.inventory import load_inventory
 
     return load_inventory(lab.inventory).select(None)
 

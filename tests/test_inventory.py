@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remediations.errors import InventoryError
-from remediations.inventory import (
+from remediations.model.errors import InventoryError
+from remediations.model.inventory import (
     DEFAULT_ENV_FLAGS,
     DEFAULT_NGINX_DIRECTIVES,
     Host,

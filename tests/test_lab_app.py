@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import Lab
-from remediations import wsclient
+from remediations.checks import wsclient
 
 APP = "/opt/wealth-coach-ai"
 

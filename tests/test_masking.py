@@ -1,6 +1,6 @@
-"""remediations.masking (pure): what each remediation's diff, verify's report, the compliance history, the
-webhook body and the probe's URL show of a secret: nothing. Real planners and the real diff on in-memory
-facts; the third-party .env corpus (read in place) for real-world spellings.
+"""remediations.model.masking and remediations.edit.secrets (pure): what each remediation's diff, verify's
+report, the compliance history, the webhook body and the probe's URL show of a secret: nothing. Real planners
+and the real diff on in-memory facts; the third-party .env corpus (read in place) for real-world spellings.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remediations import compliance, webhook
-from remediations.controls.catalog import CONTROLS, Context, VerifyOptions, learn_secrets, run_control
-from remediations.inventory import Host, WsVars
-from remediations.masking import MASK, MIN_LEN, Masker, is_secret_key, nginx_secrets
-from remediations.nginxfix import NginxFix
-from remediations.probe import token_refusal
-from remediations.ratelimit import RateLimitFix
-from remediations.results import HostResult, RunResult
-from remediations.transaction import FileChange
+from remediations.checks import compliance, webhook
+from remediations.checks.controls.catalog import CONTROLS, Context, VerifyOptions, learn_secrets, run_control
+from remediations.checks.probe import token_refusal
+from remediations.edit.secrets import learn_env_text, learn_nginx, nginx_secrets
+from remediations.fixes.nginx import NginxFix
+from remediations.fixes.plan import FileChange
+from remediations.fixes.ratelimit import RateLimitFix
+from remediations.model.inventory import Host, WsVars
+from remediations.model.masking import MASK, MIN_LEN, Masker, is_secret_key
+from remediations.model.results import HostResult, RunResult
 
 ENV = "/opt/app/.env"
 SITE = "/etc/nginx/sites-enabled/app"
@@ -122,7 +123,7 @@ def written_secrets() -> list[str]:
 
 def test_env_file_values_masked_as_written_every_line() -> None:
     m = Masker()
-    m.add_env_text(ENV_TEXT)
+    learn_env_text(m, ENV_TEXT)
     diff = shown(FileChange(ENV, ENV_TEXT.encode(), b"", "x"), m)
     for secret in written_secrets():
         if len(secret) >= MIN_LEN:
@@ -140,7 +141,7 @@ def test_parsed_values_alone_leave_escaped_spellings_visible() -> None:
 def test_env_file_that_does_not_parse_is_still_masked() -> None:
     text = "A=1\nAPI_TOKEN='unterminated-t0ken-value\nB=2\n"
     m = Masker()
-    m.add_env_text(text)
+    learn_env_text(m, text)
     assert "unterminated-t0ken-value" not in m(text)
 
 
@@ -204,7 +205,7 @@ def test_nginx_secret_arguments_found() -> None:
 ])
 def test_nginx_directive_forms(text: str, secret: str | None) -> None:
     m = Masker()
-    m.add_nginx(text)
+    learn_nginx(m, text)
     if secret is not None:
         assert secret not in m(text)
 
@@ -366,7 +367,7 @@ def test_corpus_no_secret_value_survives_a_diff_of_every_line() -> None:
     checked = visible_unmasked = 0
     for path, text in files:
         m = Masker()
-        m.add_env_text(text)
+        learn_env_text(m, text)
         everything_removed = FileChange("/x/.env", text.encode(), b"", "x")
         every_line_changed = FileChange("/x/.env", text.encode(),
                                         "".join(f"{line} #\n" for line in text.splitlines()).encode(), "x")
@@ -397,7 +398,7 @@ def test_property_generated_env_masked_whatever_the_quoting(assignments: list[tu
             lines.append(f"{key}=" + value.split("\n")[0].split(" #")[0])
     text = "\n".join(lines) + "\n"
     m = Masker()
-    m.add_env_text(text)
+    learn_env_text(m, text)
     masked = FileChange("/x/.env", text.encode(), b"", "x").diff(m)
     for line in secret_lines(text):
         assert line not in masked, (text, line)

@@ -10,10 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remediations import nginxconf
-from remediations.errors import LocationNotFound, NginxConfError, RemediationError
-from remediations.inventory import DEFAULT_NGINX_DIRECTIVES
-from remediations.nginxconf import (
+from remediations.edit import nginxconf
+from remediations.edit.nginxconf import (
     ensure_directives,
     identity,
     list_locations,
@@ -21,6 +19,8 @@ from remediations.nginxconf import (
     parse_directive,
     server_directives_for,
 )
+from remediations.model.errors import LocationNotFound, NginxConfError, RemediationError
+from remediations.model.inventory import DEFAULT_NGINX_DIRECTIVES
 
 SITE = """\
 server {

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from remediations.errors import LocationNotFound, NginxConfError
-from remediations.nginxconf import location_blocks
-from remediations.nginxplan import (
+from remediations.edit.nginxconf import location_blocks
+from remediations.edit.nginxplan import (
     DEFAULT_DIRECTIVES,
     NginxPlan,
     parse_nginx_version,
     plan_site,
     split_nginx_T,
 )
+from remediations.model.errors import LocationNotFound, NginxConfError
 
 SITE = """\
 server {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remediations.probe import (
+from remediations.checks.probe import (
     DEFAULT_MESSAGE,
     Disconnect,
     ProbeRun,
@@ -22,7 +22,7 @@ from remediations.probe import (
     summary_lines,
     verdict,
 )
-from remediations.results import HostResult
+from remediations.model.results import HostResult
 
 # -- pure --------------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ def _followers(lab, name: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_monitor_two_hosts_leaves_nothing_behind(lab) -> None:  # type: ignore[no-untyped-def]
-    from remediations.wsclient import connect
+    from remediations.checks.wsclient import connect
 
     done = threading.Event()
 

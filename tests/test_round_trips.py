@@ -1,4 +1,4 @@
-"""Round trips (issue 12): the bounds of DESIGN.md, checked against each host's own sshd log.
+"""Round trips (issue 12): the bounds of docs/ARCHITECTURE.md ("Round trips"), checked against each host's own sshd log.
 
 A no-change run or `--check` gathers every fact in ONE round trip; a changing run is facts + one apply
 (handlers run inside the same remote process): 2. `--json` reports the transport's own count, and sshd
@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Lab
 
-# Round trips allowed by DESIGN.md, and what wsguard's design actually needs.
+# Round trips allowed by docs/ARCHITECTURE.md, and what wsguard's design actually needs.
 MAX_NO_CHANGE = 1
 MAX_CHANGE = 3
 EXPECTED = {"check": 1, "change": 2, "no-change": 1}

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from remediations import schedule as sched
+from remediations.output import schedule as sched
 
 REPO = Path(__file__).resolve().parents[1]
-INVOKE = Path(sys.executable).parent / "invoke"
+# The console script `pip install` puts beside the venv's python: what a scheduled run executes.
+WSGUARD = Path(sys.executable).parent / "wsguard"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
                                            reason="systemd-analyze missing (apt-get install systemd)")
@@ -33,7 +34,8 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def schedule(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(INVOKE), "schedule", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+    invoke = Path(sys.executable).parent / "invoke"
+    return subprocess.run([str(invoke), "schedule", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "WSGUARD_INVENTORY": ""})
 
 
@@ -96,8 +98,8 @@ def test_print_passes_systemd_analyze_and_the_timer_keeps_the_interval(inventory
 
     svc = directives(files["/etc/systemd/system/wsguard-verify.service"])
     argv = shlex.split(svc["ExecStart"][0])
-    assert argv[0] == str(INVOKE) and os.access(argv[0], os.X_OK)
-    assert argv[1:4] == ["-r", str(REPO), "verify"]
+    assert argv[0] == str(WSGUARD) and os.access(argv[0], os.X_OK)
+    assert argv[1] == "verify"
     assert argv[argv.index("--inventory") + 1] == inventory and os.path.isabs(inventory)
     assert argv[argv.index("--limit") + 1] == "web*,!web2"
     assert f"json:{sched.JSON_REPORT}" in argv and f"prometheus:{sched.PROM_REPORT}" in argv
@@ -117,7 +119,7 @@ def test_a_broken_unit_fails_systemd_analyze(inventory: str, tmp_path: Path) -> 
     r = schedule("--inventory", inventory, "--print")
     files = split_print(r.stdout)
     for path, text in files.items():
-        (tmp_path / Path(path).name).write_text(text.replace(str(INVOKE), "/nonexistent/invoke"))
+        (tmp_path / Path(path).name).write_text(text.replace(str(WSGUARD), "/nonexistent/wsguard"))
     v = subprocess.run([str(SYSTEMD_ANALYZE), "verify", str(tmp_path / "wsguard-verify.service")],
                        capture_output=True, text=True, timeout=60)
     assert v.returncode != 0
@@ -172,7 +174,8 @@ def test_cron_line_is_five_valid_fields_and_an_absolute_command(inventory: str, 
     assert "%" not in parts[5].replace("\\%", "")  # cron turns a bare % into a newline
     argv = shlex.split(parts[5])
     assert os.path.isabs(argv[0]) and os.access(argv[0], os.X_OK)
-    assert argv[1:4] == ["-r", str(REPO), "verify"] and os.path.isabs(argv[argv.index("--inventory") + 1])
+    assert argv[0] == str(WSGUARD) and argv[1] == "verify"
+    assert os.path.isabs(argv[argv.index("--inventory") + 1])
 
 
 @pytest.mark.parametrize(("args", "message"), [

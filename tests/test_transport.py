@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Lab
-from remediations.errors import HostKeyError, TransportError, UnreachableError
-from remediations.inventory import load_inventory
-from remediations.transport import Transport
+from remediations.host.transport import Transport
+from remediations.model.errors import HostKeyError, TransportError, UnreachableError
+from remediations.model.inventory import load_inventory
 
 
 def lab_host(lab: Lab, name: str, **changes: object):  # type: ignore[no-untyped-def]

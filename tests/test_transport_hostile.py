@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Lab
-from remediations.errors import HostKeyError, JumpHostError, OutputLimitError, TransportError
-from remediations.inventory import Host, load_inventory
-from remediations.transport import STDERR_TAIL, Transport
+from remediations.host.transport import STDERR_TAIL, Transport
+from remediations.model.errors import HostKeyError, JumpHostError, OutputLimitError, TransportError
+from remediations.model.inventory import Host, load_inventory
 
 attack = pytest.mark.safety("attack")
 

@@ -158,7 +158,7 @@ def test_changed_host_key_is_refused_by_the_controls(lab: Lab, tmp_path: Path) -
     assert set(statuses(h).values()) == {"error"} and h["round_trips"] == 0
     # The pytest form trusts the host no more than the task does.
     xml = tmp_path / "junit.xml"
-    p = subprocess.run([sys.executable, "-m", "pytest", "remediations/controls", "--inventory", str(inv),
+    p = subprocess.run([sys.executable, "-m", "pytest", "remediations/checks/controls", "--inventory", str(inv),
                         "--limit", "lab1", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
@@ -183,7 +183,7 @@ def test_password_sudo_user_reads_the_root_only_env_on_the_host(lab: Lab, tmp_pa
 
 def test_pytest_form_runs_against_the_lab(lab: Lab, tmp_path: Path) -> None:
     xml = tmp_path / "junit.xml"
-    p = subprocess.run([sys.executable, "-m", "pytest", "remediations/controls", "--inventory", lab.inventory,
+    p = subprocess.run([sys.executable, "-m", "pytest", "remediations/checks/controls", "--inventory", lab.inventory,
                         "--limit", "lab1,lab2", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr  # the fresh lab drifts

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from remediations.wsclient import Closed, WSConnection, WSError, connect, mask_url, ping_intervals
+from remediations.checks.wsclient import Closed, WSConnection, WSError, connect, mask_url, ping_intervals
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "remediations" / "lab" / "backend" / "server.py"

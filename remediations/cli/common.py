@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from remediations.errors import RemediationError
+from remediations.model.errors import RemediationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +32,7 @@ def fail_on_error(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# Flags every remote task takes (DESIGN.md conventions).
+# Flags every remote task takes (docs/ARCHITECTURE.md, "Conventions").
 COMMON_HELP = {
     "inventory": "inventory file or dir (default inventory/ or $WSGUARD_INVENTORY; the lab's: .lab/inventory.yml)",
     "limit": "hosts or groups: names, globs, comma lists, !exclude",
@@ -43,7 +43,7 @@ COMMON_HELP = {
     "json": "print one JSON document on stdout and nothing else there",
 }
 
-# Flags of the tasks that change a fleet (remediations/fleet.py).
+# Flags of the tasks that change a fleet (remediations/run/fleet.py).
 FLEET_HELP = {
     "serial": "rolling batches: N hosts, N% of the selection, or a list (1,2,25%; the last repeats); "
               "after each batch the changed hosts pass a health gate (effects confirmed + a 101 upgrade)",
@@ -56,8 +56,8 @@ FLEET_HELP = {
 
 
 def load_hosts(inventory: str | None, limit: str | None, shard: str | None = None) -> list[Any]:
-    from remediations.inventory import load_inventory, resolve_inventory_path
-    from remediations.inventory import shard as slice_of
+    from remediations.model.inventory import load_inventory, resolve_inventory_path
+    from remediations.model.inventory import shard as slice_of
 
     inv = load_inventory(resolve_inventory_path(inventory))
     hosts = inv.select(limit)
@@ -66,27 +66,13 @@ def load_hosts(inventory: str | None, limit: str | None, shard: str | None = Non
 
 def rollout(serial: str | None, canary: bool, max_fail_percent: str | None, shard: str | None) -> Any:
     """The fleet flags, checked (numbers arrive as text)."""
-    from remediations.fleet import Rollout, parse_max_fail_percent, parse_serial
+    from remediations.run.fleet import Rollout, parse_max_fail_percent, parse_serial
 
     return Rollout(parse_serial(serial), bool(canary), parse_max_fail_percent(max_fail_percent), shard or None)
 
 
-def fleet_run(task: str, hosts: list[Any], conn: Any, fn: Any, *, rollout: Any, check: bool, diff: bool,
-              as_json: bool, render: Callable[[Any], list[str]] | None = None) -> Any:
-    """Run a changing task over the fleet with its display; the health gate checks changed hosts
-    (rolling runs). `render`: a host's lines, when the task shows more than report.host_lines."""
-    from remediations import fleet, report
-
-    progress = report.FleetProgress(len(hosts), check=check, diff=diff, quiet=as_json, render=render)
-    try:
-        return fleet.run(task, hosts, conn, fn, pending_is_2=check, rollout=rollout,
-                         gate=None if check else fleet.health_gate(conn.connect_timeout), progress=progress)
-    finally:
-        progress.close()
-
-
 def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
-    from remediations import report
+    from remediations.output import render as report
 
     if as_json:
         report.print_json(run)
@@ -98,9 +84,10 @@ def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
 
 
 def on_result(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] | None:
+    from remediations.output import render as report
+
     if as_json:
         return None
-    from remediations import report
 
     return lambda r: report.print_host(r, check=check, diff=diff)
 
@@ -124,8 +111,6 @@ def number(flag: str, value: object, *, minimum: float = 0, maximum: float | Non
            integer: bool = False) -> float:
     """A numeric flag (they arrive as text; invoke would raise a traceback on `--timeout abc`): a finite
     number from `minimum` to `maximum` (default MAXIMUM[flag]), else one line that gives the range."""
-    from remediations.errors import RemediationError
-
     top = MAXIMUM.get(flag, DEFAULT_MAXIMUM) if maximum is None else maximum
     text = str(value).strip()
     n = float("nan")
@@ -146,8 +131,6 @@ def whole(flag: str, value: object, *, minimum: int = 0, maximum: int | None = N
 def one_line(flag: str, value: str | None) -> str | None:
     """A text flag that ends up in a file, a unit or a report: a NUL or a newline in it would cut it
     short or start a new line there, so it is refused before anything runs."""
-    from remediations.errors import RemediationError
-
     if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
         raise RemediationError(f"--{flag.replace('_', '-')} {value!r} holds a NUL, a newline or another control "
                                "character", hint="give the value on one line, without control characters")
@@ -157,7 +140,7 @@ def one_line(flag: str, value: str | None) -> str | None:
 def connect_options(connect_timeout: object, timeout: object, forks: object = 10,
                     accept_new_host_keys: bool = False) -> Any:
     """The runner's Connect from the common flags, each checked (text in, a clear error out)."""
-    from remediations.runner import Connect
+    from remediations.run.runner import Connect
 
     return Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
                    accept_new_host_keys, whole("forks", forks, minimum=1))

@@ -12,7 +12,6 @@ from remediations.cli.common import (
     connect_options,
     fail_on_error,
     finish,
-    fleet_run,
     load_hosts,
     number,
     rollout,
@@ -26,10 +25,11 @@ FIX_HELP = {**COMMON_HELP, **FLEET_HELP,
 
 def _run(task_name: str, make, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
          accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard) -> None:  # type: ignore[no-untyped-def]
-    from remediations.masking import Masker
-    from remediations.results import HostResult
-    from remediations.transaction import Options, execute
-    from remediations.transport import Transport
+    from remediations.flows.rolling import rolling_fix
+    from remediations.host.transport import Transport
+    from remediations.model.masking import Masker
+    from remediations.model.results import HostResult
+    from remediations.run.transaction import Options, execute
 
     conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
     lock_timeout = number("lock_timeout", lock_timeout)
@@ -42,7 +42,7 @@ def _run(task_name: str, make, inventory, limit, check, diff, json, connect_time
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         return execute(t, make(t.host), result.run_id, opts, result, masker)
 
-    run = fleet_run(task_name, hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json)
+    run = rolling_fix(task_name, hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json)
     finish(run, as_json=json, check=check)
 
 
@@ -55,7 +55,7 @@ def fix_rate_limit(c: Context, inventory: str | None = None, limit: str | None =
                    lock_timeout: str = "30", serial: str | None = None, canary: bool = False,
                    max_fail_percent: str | None = None, shard: str | None = None) -> None:
     """Set env_flags in the app's .env and recreate the service so the container holds them."""
-    from remediations.ratelimit import RateLimitFix
+    from remediations.fixes.ratelimit import RateLimitFix
 
     _run("fix-rate-limit", lambda h: RateLimitFix(h, restart=not no_restart), inventory, limit, check, diff, json,
          connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard)
@@ -69,7 +69,7 @@ def fix_nginx(c: Context, inventory: str | None = None, limit: str | None = None
               serial: str | None = None, canary: bool = False, max_fail_percent: str | None = None,
               shard: str | None = None) -> None:
     """Ensure the WebSocket location's directives; nginx -t; reload; restore on failure."""
-    from remediations.nginxfix import NginxFix
+    from remediations.fixes.nginx import NginxFix
 
     _run("fix-nginx", NginxFix, inventory, limit, check, diff, json, connect_timeout, timeout, forks,
          accept_new_host_keys, lock_timeout, serial, canary, max_fail_percent, shard)
@@ -84,9 +84,9 @@ def fix(c: Context, inventory: str | None = None, limit: str | None = None, chec
         serial: str | None = None, canary: bool = False, max_fail_percent: str | None = None,
         shard: str | None = None) -> None:
     """fix-rate-limit and fix-nginx as one transaction per host (one round trip when nothing changes)."""
-    from remediations.combined import Combined
-    from remediations.nginxfix import NginxFix
-    from remediations.ratelimit import RateLimitFix
+    from remediations.fixes.combined import Combined
+    from remediations.fixes.nginx import NginxFix
+    from remediations.fixes.ratelimit import RateLimitFix
 
     _run("fix", lambda h: Combined("fix", [RateLimitFix(h, restart=not no_restart), NginxFix(h)]), inventory,
          limit, check, diff, json, connect_timeout, timeout, forks, accept_new_host_keys, lock_timeout, serial,

@@ -14,7 +14,6 @@ from remediations.cli.common import (
     connect_options,
     fail_on_error,
     finish,
-    fleet_run,
     load_hosts,
     number,
     one_line,
@@ -37,12 +36,13 @@ def _connect(connect_timeout: str, timeout: str, forks: str, accept_new_host_key
 
 
 def _emit(lines: list[str], status: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from remediations.output.render import COLOURS
+
     out = sys.stdout
     if out.isatty():
-        from rich.console import Console
-        from rich.text import Text
-
-        from remediations.report import COLOURS
 
         console = Console(file=out, highlight=False)
         console.print(Text(lines[0], style=COLOURS.get(status, "")))
@@ -54,9 +54,10 @@ def _emit(lines: list[str], status: str) -> None:
 
 
 def _history_printer(as_json: bool) -> Callable[[Any], None] | None:
+    from remediations.host.journal import table
+
     if as_json:
         return None
-    from remediations.journal import table
 
     def show(r: Any) -> None:
         runs = r.evidence.get("runs")
@@ -71,7 +72,7 @@ def _history_printer(as_json: bool) -> Callable[[Any], None] | None:
 
 
 def _rollback_lines(check: bool, diff: bool) -> Callable[[Any], list[str]]:
-    from remediations.report import host_lines
+    from remediations.output.render import host_lines
 
     def lines_of(r: Any) -> list[str]:
         lines = host_lines(r, check=check, diff=diff)
@@ -89,11 +90,11 @@ def history(c: Context, inventory: str | None = None, limit: str | None = None, 
             connect_timeout: str = "10", timeout: str = "60", forks: str = "10",
             accept_new_host_keys: bool = False) -> None:
     """The runs each host's journal recorded, newest first (one round trip per host)."""
-    from remediations.journal import read_runs, summary
-    from remediations.masking import Masker
-    from remediations.results import HostResult
-    from remediations.runner import run_hosts
-    from remediations.transport import Transport
+    from remediations.host.journal import read_runs, summary
+    from remediations.host.transport import Transport
+    from remediations.model.masking import Masker
+    from remediations.model.results import HostResult
+    from remediations.run.runner import run_hosts
 
     newest = whole("last", last)
     conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
@@ -118,11 +119,12 @@ def rollback(c: Context, run: str | None = None, inventory: str | None = None, l
              lock_timeout: str = "30", serial: str | None = None, canary: bool = False,
              max_fail_percent: str | None = None, shard: str | None = None) -> None:
     """Undo what a recorded run changed: old bytes and mode/owner back, validated, handlers re-run."""
-    from remediations.masking import Masker
-    from remediations.results import HostResult
-    from remediations.rollback import Rollback
-    from remediations.transaction import Options, execute
-    from remediations.transport import Transport
+    from remediations.fixes.rollback import Rollback
+    from remediations.flows.rolling import rolling_fix
+    from remediations.host.transport import Transport
+    from remediations.model.masking import Masker
+    from remediations.model.results import HostResult
+    from remediations.run.transaction import Options, execute
 
     one_line("run", run)  # matched against the journal's run ids; a control character never is one
     conn = _connect(connect_timeout, timeout, forks, accept_new_host_keys)
@@ -133,7 +135,7 @@ def rollback(c: Context, run: str | None = None, inventory: str | None = None, l
     def per_host(t: Transport, result: HostResult, masker: Masker) -> HostResult:
         return execute(t, Rollback(t.host, run_id=run or None, force=force), result.run_id, opts, result, masker)
 
-    result = fleet_run("rollback", hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json,
+    result = rolling_fix("rollback", hosts, conn, per_host, rollout=plan, check=check, diff=diff, as_json=json,
                        render=_rollback_lines(check, diff))
     finish(result, as_json=json, check=check)
 

@@ -9,18 +9,18 @@ from typing import Any
 from invoke import Context, task
 
 from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number
-from remediations.errors import RemediationError
+from remediations.model.errors import RemediationError
 
 HEADER_STYLE = {"stable": "green", "unstable": "yellow", "causes": "yellow", "clear": "green", "error": "red"}
 
 
 def _print(lines: list[str], style: str = "") -> None:
+    from rich.console import Console
+    from rich.text import Text
+
     if not lines:
         return
     if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.text import Text
-
         console = Console(highlight=False, soft_wrap=True)
         console.print(Text(lines[0], style=style))
         for line in lines[1:]:
@@ -31,7 +31,7 @@ def _print(lines: list[str], style: str = "") -> None:
 
 
 def _finish(run: Any, as_json: bool, recap: str) -> None:
-    from remediations import report
+    from remediations.output import render as report
 
     if as_json:
         report.print_json(run)
@@ -65,11 +65,12 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
           timeout: str = "60", forks: str = "10", accept_new_host_keys: bool = False,
           send_token_to: str | None = None) -> None:
     """Hold a real WebSocket: stream, idle, count and explain disconnects (exit 0 stable, 2 unstable, 1 none)."""
-    from remediations import probe as p
-    from remediations.masking import Masker
-    from remediations.results import HostResult, RunResult, new_run_id, now_iso
-    from remediations.runner import run_hosts
-    from remediations.transport import Transport
+    from remediations.checks import probe as p
+    from remediations.checks.wsclient import mask_url
+    from remediations.host.transport import Transport
+    from remediations.model.masking import Masker
+    from remediations.model.results import HostResult, RunResult, new_run_id, now_iso
+    from remediations.run.runner import run_hosts
 
     conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
     duration = number("duration", duration, minimum=0.001)  # type: ignore[assignment]
@@ -102,7 +103,6 @@ def probe(c: Context, url: str | None = None, token_env: str | None = None, mess
         if token:
             masker.add([token])
         run = RunResult(task="probe", run_id=new_run_id(), started=now_iso())
-        from remediations.wsclient import mask_url
 
         name = masker(mask_url(url))
         result = HostResult(host=name, task="probe", run_id=run.run_id)
@@ -150,11 +150,11 @@ def diagnose(c: Context, inventory: str | None = None, limit: str | None = None,
              json: bool = False, connect_timeout: str = "10", timeout: str = "60", forks: str = "10",
              accept_new_host_keys: bool = False) -> None:
     """Rank what cuts the WebSocket connections on each host, with evidence (exit 0 none, 2 causes, 1 error)."""
-    from remediations.diagnose import diagnose_host, report_lines
-    from remediations.masking import Masker
-    from remediations.results import HostResult
-    from remediations.runner import run_hosts
-    from remediations.transport import Transport
+    from remediations.checks.diagnose import diagnose_host, report_lines
+    from remediations.host.transport import Transport
+    from remediations.model.masking import Masker
+    from remediations.model.results import HostResult
+    from remediations.run.runner import run_hosts
 
     conn = connect_options(connect_timeout, timeout, forks, accept_new_host_keys)
     lines = int(number("tail", tail, integer=True))
@@ -192,7 +192,7 @@ def monitor(c: Context, inventory: str | None = None, limit: str | None = None, 
             lines: str = "0", all: bool = False, connect_timeout: str = "10", timeout: str = "60",  # noqa: A002
             accept_new_host_keys: bool = False) -> None:
     """Follow the backend logs and nginx error logs of the selected hosts, one prefixed line each."""
-    from remediations.monitor import Monitor
+    from remediations.checks.monitor import Monitor
 
     conn = connect_options(connect_timeout, timeout, accept_new_host_keys=accept_new_host_keys)
     seconds, earlier = number("duration", duration), int(number("lines", lines, integer=True))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json as json_mod
+import os
+import pwd
 import sys
 
 from invoke import Context, task
 
-from remediations.cli.common import fail_on_error, load_hosts, one_line
+from remediations.cli.common import fail_on_error, load_hosts, one_line, whole
 
 MAX_EVERY = 365 * 86400  # rarer is surely a typo; and a huge number must not reach systemd or cron
 
@@ -37,10 +40,8 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
              history: str | None = None, print_: bool = False, install: bool = False,
              unit_dir: str | None = None) -> None:
     """Run verify on a schedule: a systemd service + timer (default) or a crontab line; --print or --install."""
-    import os
-
-    from remediations import schedule as sched
-    from remediations.inventory import resolve_inventory_path
+    from remediations.model.inventory import resolve_inventory_path
+    from remediations.output import schedule as sched
 
     if print_ and install:
         raise sched.ScheduleError("--print and --install do not go together", hint="--print first, then --install")
@@ -54,8 +55,8 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
         sched.cron_fields(seconds)  # an interval cron cannot keep fails before anything else
     inv = os.path.abspath(resolve_inventory_path(inventory))
     load_hosts(inv, limit)  # the inventory loads and --limit matches, now rather than at the first run
-    invoke_bin, repo = sched.installation()
-    job = sched.Job(every=seconds, invoke=invoke_bin, repo=repo, inventory=inv, limit=limit, remediate=remediate,
+    command, docs = sched.installation()
+    job = sched.Job(every=seconds, command=command, docs=docs, inventory=inv, limit=limit, remediate=remediate,
                     reports=sched.check_reports(report),
                     history=os.path.abspath(history) if history else sched.HISTORY,
                     user=_user())
@@ -83,7 +84,7 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
 def _every(text: str) -> int:
     """--every, bounded both ways (parse_every refuses too often); its digits are counted first, so that
     thousands of them never reach int()."""
-    from remediations import schedule as sched
+    from remediations.output import schedule as sched
 
     seconds = MAX_EVERY + 1 if sum(c.isdigit() for c in str(text)) > 8 else sched.parse_every(text)
     if seconds > MAX_EVERY:
@@ -93,9 +94,6 @@ def _every(text: str) -> int:
 
 
 def _user() -> str:
-    import os
-    import pwd
-
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -106,10 +104,7 @@ def _user() -> str:
 @fail_on_error
 def compliance_history(c: Context, last: str = "0", history: str | None = None, json: bool = False) -> None:
     """Per host: when drift appeared and cleared (from verify's compliance history), and the current state."""
-    import json as json_mod
-
-    from remediations import compliance
-    from remediations.cli.common import whole
+    from remediations.checks import compliance
 
     doc = compliance.summary(compliance.resolve_path(one_line("history", history)), whole("last", last))
     if json:

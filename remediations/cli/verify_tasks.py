@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 from invoke import Context, task
 
-from remediations.cli.common import COMMON_HELP, connect_options, fail_on_error, load_hosts, number, one_line, whole
+from remediations.cli.common import (
+    COMMON_HELP,
+    connect_options,
+    fail_on_error,
+    load_hosts,
+    number,
+    one_line,
+    whole,
+)
+from remediations.model.errors import RemediationError
 
 VERIFY_HELP = {
     **COMMON_HELP,
@@ -33,12 +44,12 @@ def verify(c: Context, inventory: str | None = None, limit: str | None = None, r
            accept_new_host_keys: bool = False, remediate: bool = False, history: str | None = None,
            no_history: bool = False, webhook: str | None = None, lock_timeout: str = "30") -> None:
     """Check every host against the compliance controls; exit 0 compliant, 2 drift, 1 error."""
-    import os
-
-    from remediations import compliance, reports
-    from remediations import verify as verify_mod
-    from remediations.controls.catalog import VerifyOptions
-    from remediations.errors import RemediationError
+    from remediations.checks import compliance
+    from remediations.checks.controls.catalog import VerifyOptions
+    from remediations.checks.webhook import check_url
+    from remediations.flows.remediate import run_rounds
+    from remediations.output import reports
+    from remediations.output.verify_report import emit
 
     specs = reports.parse_specs(report, as_json=json)  # bad --report values fail before any connection
     # Every other flag is checked before the inventory is read, too.
@@ -49,16 +60,14 @@ def verify(c: Context, inventory: str | None = None, limit: str | None = None, r
     one_line("history", history)
     hook = webhook or os.environ.get("WSGUARD_WEBHOOK") or None
     if hook:
-        from remediations.webhook import check_url
-
         check_url(hook)
     if no_history and (history or webhook):
         raise RemediationError("--no-history cannot go with --history or --webhook (new drift is found in the history)")
     history_path = None if no_history else compliance.resolve_path(history)
     hosts = load_hosts(inventory, limit)
-    rounds = verify_mod.run_rounds(hosts, conn, options, remediate_drift=remediate, history=history_path,
+    rounds = run_rounds(hosts, conn, options, remediate_drift=remediate, history=history_path,
                                    webhook=hook if history_path else None, lock_timeout=lock_seconds)
-    verify_mod.emit(rounds, specs)
+    emit(rounds, specs)
     if rounds.exit_code:
         raise SystemExit(rounds.exit_code)
 

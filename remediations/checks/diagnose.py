@@ -1,0 +1,399 @@
+"""`invoke diagnose`: what is cutting the WebSocket connections on a host, ranked, with evidence.
+
+One facts round trip per host gathers the .env, the site, `nginx -T`, the backend container
+(runtime env, restarts, start time), the backend's recent log lines and the nginx error log's tail
+(remediations/host/programs/agent.py, `diagnose` key). Everything after that is pure: `analyze` turns the
+facts into evidence and `rank` turns the evidence into causes, each naming the wsguard command that
+fixes it. Secret values and token query parameters are masked before anything is shown.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from remediations.edit.envfile import read_values
+from remediations.edit.nginxconf import location_blocks, parse_directive, server_directives_for, split_nginx_T
+from remediations.edit.nginxplan import _ms as nginx_ms
+from remediations.host.agent_call import call_agent
+from remediations.host.transport import Transport
+from remediations.model.errors import NginxConfError
+from remediations.model.facts import container_env, content, running_config_stale
+from remediations.model.inventory import Host
+from remediations.model.masking import Masker
+
+ERROR_LOG = "/var/log/nginx/error.log"
+DEFAULT_TAIL = 500
+FALSE = {"false", "0", "no", "off", ""}
+PING_KEYS = ("WS_PING_INTERVAL", "PING_INTERVAL", "WS_HEARTBEAT_INTERVAL")
+RATE_KEYS = ("WS_RATE_LIMIT_ENABLED", "RATE_LIMIT_ENABLED")
+# nginx's defaults for what a WebSocket location needs.
+NGINX_DEFAULTS = {"proxy_read_timeout": "60s", "proxy_send_timeout": "60s", "proxy_http_version": "1.0",
+                  "proxy_buffering": "on", "proxy_socket_keepalive": "off"}
+
+RE_RATE = re.compile(r"(?i)rate[ _-]?limit(?:ed\b|ing\b| exceeded| reached| hit)|too many (?:messages|requests)")
+RE_CODE = re.compile(r"(?i)\b(?:close[_ ]?)?code[=: ]\s*'?(\d{4})\b")
+RE_HEARTBEAT = re.compile(r"(?i)keepalive ping timeout|ping timeout|pong (?:not )?received|heartbeat")
+RE_SHUTDOWN = re.compile(r"(?i)shutting down|received signal|sigterm received")
+RE_START = (re.compile(r"(?i)\blistening on\b"), re.compile(r"(?i)started server process"),
+            re.compile(r"(?i)running on (?:https?://|\d)"))
+RE_ERROR = re.compile(r"(?i)\b(?:error|exception|traceback)\b")
+RE_UPSTREAM_TIMEOUT = re.compile(r"upstream timed out")
+RE_UPSTREAM_DOWN = re.compile(r"connect\(\) failed|no live upstreams|upstream prematurely closed")
+
+
+@dataclass
+class Cause:
+    id: str
+    title: str
+    score: int  # higher first; >= 100 means seen in the logs, below that the configuration alone
+    fix: str
+    detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)  # the log lines that show it (masked)
+
+
+def _last(pattern: re.Pattern[str], lines: list[str], n: int = 5) -> list[str]:
+    return [line for line in lines if pattern.search(line)][-n:]
+
+
+RE_NGINX_TIME = re.compile(r"^(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) ")
+
+
+def since(nginx_error: list[str], started: float, utc_offset: int) -> list[str]:
+    """nginx error-log lines written at or after `started` (epoch s); lines without a time are kept (pure)."""
+    kept = []
+    for line in nginx_error:
+        m = RE_NGINX_TIME.match(line)
+        if m is None or calendar.timegm(tuple(map(int, m.groups())) + (0, 0, 0)) - utc_offset >= int(started):
+            kept.append(line)
+    return kept
+
+
+def log_evidence(backend: list[str], nginx_error: list[str]) -> dict[str, Any]:
+    """Counts of what the log lines show (pure)."""
+    codes = Counter(m[1] for line in backend for m in [RE_CODE.search(line)] if m)
+    return {
+        "backend_lines": len(backend),
+        # the limiter's own lines; a close line that quotes its reason is counted as a close code
+        "rate_limit_lines": sum(1 for line in backend if RE_RATE.search(line) and not RE_CODE.search(line)),
+        "close_codes": dict(sorted(codes.items())),
+        "heartbeat_lines": sum(1 for line in backend if RE_HEARTBEAT.search(line)),
+        "shutdown_lines": sum(1 for line in backend if RE_SHUTDOWN.search(line)),
+        "starts_in_log": max(sum(1 for line in backend if p.search(line)) for p in RE_START),
+        "error_lines": sum(1 for line in backend if RE_ERROR.search(line)),
+        "nginx_error_lines": len(nginx_error),
+        "upstream_timed_out": sum(1 for line in nginx_error if RE_UPSTREAM_TIMEOUT.search(line)),
+        "upstream_unreachable": sum(1 for line in nginx_error if RE_UPSTREAM_DOWN.search(line)),
+    }
+
+
+def seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    ms = nginx_ms(value)
+    return None if ms is None else ms / 1000
+
+
+def location_settings(dump: str, location: str) -> list[dict[str, Any]]:
+    """The WebSocket location's effective settings in every file of `nginx -T` that has it (pure).
+
+    A directive comes from the location, else its server block, else nginx's default; proxy_set_header
+    is inherited only when the location sets none of its own (nginx's rule).
+    """
+    found = []
+    for path, text in split_nginx_T(dump).items():
+        try:
+            blocks = location_blocks(text, location)
+            servers = server_directives_for(text, location)
+        except NginxConfError:
+            continue
+        for own, srv in zip(blocks, servers, strict=False):
+            s: dict[str, Any] = {"file": path, "location": location}
+            for name, default in NGINX_DEFAULTS.items():
+                mine = [a for n, a in own if n == name]
+                theirs = [a for n, a in srv if n == name]
+                if mine:
+                    s[name], s[name + "_from"] = " ".join(mine[-1]), "location"
+                elif theirs:
+                    s[name], s[name + "_from"] = " ".join(theirs[-1]), "server"
+                else:
+                    s[name], s[name + "_from"] = default, "default"
+            headers = [a for n, a in own if n == "proxy_set_header"] or [a for n, a in srv if n == "proxy_set_header"]
+            hmap = {a[0].lower(): " ".join(a[1:]) for a in headers if a}
+            s["upgrade_header"] = hmap.get("upgrade")
+            s["connection_header"] = hmap.get("connection")
+            s["read_timeout_seconds"] = seconds(str(s["proxy_read_timeout"]).split()[0])
+            found.append(s)
+    return found
+
+
+def _flag_on(env: dict[str, str | None], keys: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(key, value) of the first of `keys` set in env."""
+    for k in keys:
+        v = env.get(k)
+        if v is not None and v.strip() != "":
+            return k, v
+    return None, None
+
+
+def ping_interval(env: dict[str, str | None]) -> float | None:
+    """The backend's server ping interval in seconds; None when off or not set."""
+    _, v = _flag_on(env, PING_KEYS)
+    try:
+        f = float(v) if v is not None else 0.0
+    except ValueError:
+        return None
+    return f if f > 0 else None
+
+
+def _started(value: str | None) -> float | None:
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", value or "")
+    if not m:
+        return None
+    return dt.datetime.strptime(m[1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+
+
+def desired_read_timeout(host_directives: list[str]) -> float | None:
+    for d in host_directives:
+        name, args = parse_directive(d)
+        if name == "proxy_read_timeout" and args:
+            return seconds(args[0])
+    return None
+
+
+def rank(ev: dict[str, Any], env_flags: dict[str, str], want_read_timeout: float | None,
+         lines: dict[str, list[str]] | None = None) -> list[Cause]:
+    """Likely causes, most likely first (pure: `ev` is what analyze() gathered)."""
+    lines = lines or {}
+    backend, nginx_error = lines.get("backend", []), lines.get("nginx_error", [])
+    logs = ev["logs"]
+    runtime: dict[str, str | None] = ev.get("container_env") or {}
+    file_env: dict[str, str | None] = ev.get("env_file_values") or {}
+    causes: list[Cause] = []
+    tail = logs["backend_lines"]
+    codes = logs["close_codes"]
+
+    c = ev.get("container") or {}
+    if c.get("exists") is False or (c and not c.get("running", True)):
+        causes.append(Cause("backend_down", "the backend container is not running", 300,
+                            "docker-compose up -d (then `invoke fix-rate-limit` recreates it with the right env)",
+                            f"container {ev.get('container_name')} is {c.get('status') or 'missing'}",
+                            {"status": c.get("status")}, backend[-5:]))
+
+    # rate limiter
+    n_rate, n_1008 = logs["rate_limit_lines"], int(codes.get("1008", 0))
+    wrong = {k: runtime.get(k) for k, v in env_flags.items() if runtime.get(k) != v} if runtime else {}
+    rk, rv = _flag_on(runtime, RATE_KEYS)
+    enabled = None if rk is None else rv is not None and rv.strip().lower() not in FALSE
+    rate_ev = {"rate_limit_lines": n_rate, "closes_1008": n_1008, "rate_limit_enabled": enabled,
+               "enabled_by": rk, "runtime_flags": {k: runtime.get(k) for k in env_flags}, "want": env_flags}
+    if n_rate or n_1008:
+        causes.append(Cause("rate_limit", "the backend's rate limiter closes connections (1008)",
+                            100 + n_rate + n_1008, "invoke fix-rate-limit",
+                            f"{n_rate} rate-limit line(s) and {n_1008} 1008 close(s) in the last {tail} log lines",
+                            rate_ev, _last(RE_RATE, backend) or [x for x in backend if "1008" in x][-5:]))
+    elif wrong and enabled is not False:
+        causes.append(Cause("rate_limit", "the backend runs with rate limiting as in the incident", 50,
+                            "invoke fix-rate-limit",
+                            "the running container does not hold the flags: "
+                            + ", ".join(f"{k}={v if v is not None else '(unset)'} (want {env_flags[k]})"
+                                        for k, v in wrong.items())
+                            + f"; no rate-limit line in the last {tail} log lines", rate_ev))
+
+    # .env fixed but the container still runs the old values
+    stale = {k: {"file": v, "running": runtime.get(k)} for k, v in file_env.items()
+             if runtime and v is not None and runtime.get(k) != v}
+    if stale:
+        causes.append(Cause("stale_container", "the .env was changed but the container still runs the old values",
+                            90, "invoke fix-rate-limit",
+                            "differs between the .env and the running container: " + ", ".join(sorted(stale))
+                            + " (a `docker-compose restart` keeps the old environment; it must be recreated)",
+                            {"keys": stale}))
+
+    # idle timeout: nginx's read timeout against the backend's ping interval
+    locs = ev.get("nginx_locations") or []
+    timeouts = [s["read_timeout_seconds"] for s in locs if s.get("read_timeout_seconds") is not None]
+    read_to = min(timeouts) if timeouts else None
+    ping = ev.get("ping_interval")
+    n_to, n_1006 = logs["upstream_timed_out"], int(codes.get("1006", 0))
+    idle_ev = {"proxy_read_timeout_seconds": read_to, "ping_interval": ping, "upstream_timed_out_lines": n_to,
+               "closes_1006": n_1006, "want_read_timeout_seconds": want_read_timeout}
+    too_short = read_to is not None and want_read_timeout is not None and read_to < want_read_timeout
+    unkept = ping is None or (read_to is not None and ping >= read_to)
+    if (too_short and unkept) or n_to:
+        score = (100 + n_to + n_1006) if (n_to or n_1006) else 60
+        pings = "the backend sends no pings" if ping is None else f"the backend pings every {ping:g}s"
+        detail = (f"nginx closes a WebSocket silent for {read_to:g}s (proxy_read_timeout) and {pings}"
+                  if read_to is not None else "nginx logs upstream timeouts")
+        detail += f"; {n_1006} 1006 close(s) in the backend log, {n_to} 'upstream timed out' line(s)"
+        causes.append(Cause("idle_timeout", "idle connections are cut by nginx's proxy_read_timeout", score,
+                            "invoke fix-nginx", detail, idle_ev, _last(RE_UPSTREAM_TIMEOUT, nginx_error)
+                            + [x for x in backend if "code=1006" in x][-3:]))
+
+    # WebSocket upgrade headers
+    for s in locs:
+        missing = []
+        if str(s.get("proxy_http_version")) != "1.1":
+            missing.append(f"proxy_http_version {s.get('proxy_http_version')} (want 1.1)")
+        if not s.get("upgrade_header"):
+            missing.append("proxy_set_header Upgrade")
+        if not s.get("connection_header"):
+            missing.append("proxy_set_header Connection")
+        if missing:
+            causes.append(Cause("upgrade_headers", "the WebSocket location does not proxy the upgrade", 70,
+                                "invoke fix-nginx", f"{s['file']} location {s['location']}: " + ", ".join(missing),
+                                {"location": s}))
+            break
+
+    # heartbeat
+    n_hb, n_1011 = logs["heartbeat_lines"], int(codes.get("1011", 0))
+    if n_hb or n_1011:
+        causes.append(Cause("heartbeat", "clients miss the server's heartbeat (1011 ping timeout)",
+                            100 + n_hb + n_1011,
+                            "none in wsguard: raise the server's ping timeout or check the clients' network "
+                            "(`invoke probe` reports the ping interval)",
+                            f"{n_1011} 1011 close(s), {n_hb} heartbeat line(s)",
+                            {"closes_1011": n_1011, "heartbeat_lines": n_hb, "ping_interval": ping},
+                            _last(RE_HEARTBEAT, backend)))
+
+    # restarts
+    restarts = int(c.get("restart_count") or 0)
+    n_down = logs["shutdown_lines"]
+    n_away = int(codes.get("1001", 0)) + int(codes.get("1012", 0))
+    extra_starts = max(0, logs["starts_in_log"] - 1)
+    if restarts or n_down or n_away or extra_starts:
+        causes.append(Cause("restarts", "the backend restarted while clients were connected", 80 + restarts + n_away,
+                            "none in wsguard: find why it restarts (`invoke monitor` follows its log)",
+                            f"restart count {restarts}, {n_down} shutdown line(s), {extra_starts} restart(s) in "
+                            f"the log, {n_away} 1001/1012 close(s); up {ev.get('uptime_seconds')}s",
+                            {"restart_count": restarts, "shutdown_lines": n_down, "closes_1001_1012": n_away,
+                             "uptime_seconds": ev.get("uptime_seconds")}, _last(RE_SHUTDOWN, backend)))
+
+    n_down_up = logs["upstream_unreachable"]
+    if n_down_up:
+        causes.append(Cause("upstream_unreachable", "nginx could not reach the backend (502s)", 30 + n_down_up,
+                            "none in wsguard: is the backend listening? (`invoke monitor` follows both logs)",
+                            f"{n_down_up} connect()-failed / upstream-closed line(s) in nginx's error log",
+                            {"lines": n_down_up}, _last(RE_UPSTREAM_DOWN, nginx_error)))
+
+    if ev.get("nginx_stale"):
+        causes.append(Cause("nginx_not_reloaded", "nginx runs an older configuration than the one on disk", 40,
+                            "invoke fix-nginx", ev["nginx_stale"], {}))
+
+    return sorted(causes, key=lambda x: -x.score)
+
+
+def facts_request(host: Host, tail: int) -> dict[str, Any]:
+    ws = host.ws
+    return {"op": "facts", "files": [ws.env_file], "container": ws.backend_container, "nginx": True,
+            "diagnose": {"container": ws.backend_container, "tail": tail, "error_log": ERROR_LOG,
+                         "error_log_tail": tail}}
+
+
+def analyze(host: Host, facts: dict[str, Any], masker: Masker) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Evidence (JSON-able, masked) and the masked log lines, from one facts answer."""
+    ws = host.ws
+    env_fact: dict[str, Any] = next((f for f in facts.get("files", []) if f["path"] == ws.env_file), {})
+    file_env: dict[str, str | None] = {}
+    env_note = None
+    if env_fact.get("exists"):
+        file_env = read_values(content(env_fact).decode("utf-8", "replace"))
+    else:
+        env_note = env_fact.get("error") or f"{ws.env_file} does not exist"
+    runtime: dict[str, str | None] = dict(container_env(facts) or {})
+    masker.add_env(file_env)
+    masker.add_env(runtime)
+    d = facts.get("diagnose") or {}
+    bl = d.get("backend_logs") or {}
+    nl = d.get("nginx_error_log") or {}
+    backend = [masker(x) for x in bl.get("lines", [])]
+    c = facts.get("container") or {}
+    started = _started(c.get("started_at"))
+    nginx_error = [masker(x) for x in nl.get("lines", [])]
+    # 502s logged before the current container started belong to its restart window, not to now.
+    nginx_error = since(nginx_error, started, d.get("utc_offset", 0)) if started else nginx_error
+    ng = facts.get("nginx") or {}
+    locs: list[dict[str, Any]] = []
+    if ng.get("installed") and ng.get("test_ok"):
+        locs = location_settings(ng.get("dump", ""), ws.ws_location)
+    interesting = sorted({*ws.env_flags, *RATE_KEYS, *PING_KEYS, "WS_MAX_MESSAGES_PER_MINUTE"})
+    ev: dict[str, Any] = {
+        "container_name": ws.backend_container,
+        "container": {k: c.get(k) for k in ("exists", "running", "status", "started_at", "restart_count", "image")
+                      if k in c},
+        "uptime_seconds": round(d["now"] - started) if started and d.get("now") else None,
+        "env_file": ws.env_file,
+        "env_file_note": env_note,
+        "env_file_flags": {k: file_env.get(k) for k in interesting if k in file_env},
+        "container_env_flags": {k: runtime.get(k) for k in interesting if k in runtime},
+        "env_file_values": file_env,  # dropped before output (masked, but it is the whole file)
+        "container_env": runtime,  # dropped before output
+        "ping_interval": ping_interval(runtime if runtime else file_env),
+        "nginx_locations": locs,
+        "nginx_test_ok": ng.get("test_ok"),
+        "nginx_test_error": ng.get("test_error") or None,
+        "nginx_stale": running_config_stale(ng) if ng.get("installed") else None,
+        "backend_log_error": bl.get("error"),
+        "nginx_error_log_error": nl.get("error"),
+        "logs": log_evidence(backend, nginx_error),
+    }
+    if ng.get("installed") and not locs and ng.get("test_ok"):
+        ev["nginx_note"] = f"no `location {ws.ws_location}` in nginx -T (set ws_location in the inventory)"
+    return ev, {"backend": backend, "nginx_error": nginx_error}
+
+
+def diagnose_host(t: Transport, tail: int, masker: Masker) -> dict[str, Any]:
+    """One facts round trip, then the pure analysis: the host's evidence with its ranked causes."""
+    return evaluate(t.host, call_agent(t, facts_request(t.host, tail)), masker)
+
+
+def evaluate(host: Host, facts: dict[str, Any], masker: Masker) -> dict[str, Any]:
+    """Facts -> the evidence shown (pure): analyzed, ranked, masked; raw env values dropped."""
+    ev, lines = analyze(host, facts, masker)
+    causes = rank(ev, host.ws.env_flags, desired_read_timeout(host.ws.nginx_directives), lines)
+    for k in ("env_file_values", "container_env"):
+        ev.pop(k, None)
+    ev["causes"] = [asdict(c) for c in causes]
+    ev["recent"] = {"backend": [x for x in lines["backend"] if _interesting(x)][-15:],
+                    "nginx_error": lines["nginx_error"][-10:]}
+    return masker.deep(ev)  # type: ignore[return-value]
+
+
+def _interesting(line: str) -> bool:
+    return bool(RE_RATE.search(line) or RE_CODE.search(line) or RE_HEARTBEAT.search(line)
+                or RE_SHUTDOWN.search(line) or RE_ERROR.search(line))
+
+
+def report_lines(ev: dict[str, Any]) -> list[str]:
+    """Human lines for one host's evidence (already masked)."""
+    out = []
+    for i, c in enumerate(ev.get("causes", []), 1):
+        out.append(f"  {i}. {c['id']}: {c['title']}")
+        out.append(f"     evidence: {c['detail']}")
+        out.append(f"     fix: {c['fix']}")
+        out.extend(f"     | {line}" for line in c["lines"][-3:])
+    for s in ev.get("nginx_locations", []):
+        out.append(f"  nginx {s['file']} location {s['location']}: proxy_read_timeout {s['proxy_read_timeout']} "
+                   f"({s['proxy_read_timeout_from']}), proxy_http_version {s['proxy_http_version']}, "
+                   f"Upgrade {'set' if s['upgrade_header'] else 'MISSING'}, proxy_buffering {s['proxy_buffering']}")
+    c = ev.get("container") or {}
+    ping = ev.get("ping_interval")
+    out.append(f"  backend {ev['container_name']}: {c.get('status', 'missing')}, up {ev.get('uptime_seconds')}s, "
+               f"restarts {c.get('restart_count', 0)}, ping interval {f'{ping:g}s' if ping else 'off'}")
+    out.append(f"  .env flags: {_kv(ev.get('env_file_flags'))}; container env: {_kv(ev.get('container_env_flags'))}")
+    lg = ev["logs"]
+    out.append(f"  logs: {lg['backend_lines']} backend line(s) read, close codes {_kv(lg['close_codes']) or 'none'}; "
+               f"{lg['nginx_error_lines']} nginx error line(s), {lg['upstream_timed_out']} upstream timed out")
+    for k in ("env_file_note", "nginx_note", "nginx_test_error", "backend_log_error", "nginx_error_log_error"):
+        if ev.get(k):
+            out.append(f"  note: {ev[k]}")
+    return out
+
+
+def _kv(d: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (d or {}).items())

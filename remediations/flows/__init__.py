@@ -1,0 +1,3 @@
+"""Compositions above checks, run and fixes: verify --remediate and the gated rolling fix.
+Nothing below imports them.
+"""
