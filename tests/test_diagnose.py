@@ -6,7 +6,20 @@ import base64
 import json
 from pathlib import Path
 
-from remediations.checks.diagnose import evaluate, location_settings, log_evidence, ping_interval, rank
+from remediations.checks.diagnose import (
+    CAUSES,
+    Evidence,
+    evaluate,
+    heartbeat,
+    idle_timeout,
+    location_settings,
+    log_evidence,
+    ping_interval,
+    rank,
+    rate_limit,
+    restarts,
+    upgrade_headers,
+)
 from remediations.checks.monitor import kind_of
 from remediations.model.inventory import load_inventory
 from remediations.model.masking import Masker
@@ -120,6 +133,87 @@ def test_rank_heartbeat_restarts_and_down() -> None:
     ids = [c.id for c in rank(ev, FLAGS, 86400, {"backend": lines})]
     assert ids[0] == "backend_down"
     assert "heartbeat" in ids and "restarts" in ids
+
+
+# -- the rules, one at a time, on hand-made evidence --------------------------------------------
+
+def _e(backend: list[str] | None = None, nginx_error: list[str] | None = None, want: float | None = 86400,
+       flags: dict[str, str] | None = None, **kw: object) -> Evidence:
+    backend, nginx_error = backend or [], nginx_error or []
+    return Evidence(_ev(logs=log_evidence(backend, nginx_error), **kw), FLAGS if flags is None else flags, want,
+                    backend, nginx_error)
+
+
+def test_no_rule_fires_on_a_quiet_host() -> None:
+    e = _e(container_env=GOOD_ENV, env_file_values=GOOD_ENV)
+    assert [rule.__name__ for rule in CAUSES if rule(e) is not None] == []
+
+
+def test_each_rule_names_its_cause() -> None:
+    assert len({rule.__name__ for rule in CAUSES}) == len(CAUSES)
+    lines = ["x Rate limit exceeded", "x disconnect code=1011 reason='keepalive ping timeout'",
+             "x SIGTERM received: shutting down"]
+    e = _e(lines, NGINX_ERR, container={"exists": False}, nginx_stale="reloaded before the last change",
+           container_env={"RATE_LIMIT_ENABLED": "true"}, env_file_values=GOOD_ENV,
+           nginx_locations=location_settings(_dump(**{"sites-enabled/b": BARE}), "/ws/"))
+    for rule in CAUSES:
+        cause = rule(e)
+        assert cause is not None and cause.id == rule.__name__
+
+
+def test_rate_limit_rule_seen_in_the_log() -> None:
+    lines = ["x Rate limit exceeded conn=1", "x disconnect conn=1 peer=10.0.0.1:51008 code=1006 reason=''",
+             "x disconnect conn=2 code=1008 reason='too many'"]
+    cause = rate_limit(_e(lines))
+    assert cause is not None and cause.score == 100 + 1 + 1  # one limiter line, one 1008 close
+    assert cause.lines == lines[:1]
+    only_closes = rate_limit(_e(lines[1:]))
+    assert only_closes is not None and only_closes.lines == lines[2:]  # port 51008 is not a 1008 close
+
+
+def test_rate_limit_rule_on_configuration_alone() -> None:
+    cause = rate_limit(_e(container_env={"RATE_LIMIT_ENABLED": "true"}))
+    assert cause is not None and cause.score == 50 and "WS_RATE_LIMIT_ENABLED=(unset) (want false)" in cause.detail
+    # The limiter switched off another way: the flags differ, but nothing would close with 1008.
+    assert rate_limit(_e(container_env={"WS_RATE_LIMIT_ENABLED": "off"})) is None
+    assert rate_limit(_e(container_env={})) is None  # the container's environment unknown: no guess
+
+
+def test_idle_timeout_rule() -> None:
+    short = [{"read_timeout_seconds": 5.0}]
+    assert idle_timeout(_e(nginx_locations=short, ping_interval=2.0)) is None  # pings keep the link busy
+    cause = idle_timeout(_e(nginx_locations=short, ping_interval=5.0))  # a ping as slow as the timeout
+    assert cause is not None and cause.score == 60 and "pings every 5s" in cause.detail
+    assert idle_timeout(_e(nginx_locations=short, want=None)) is None  # no timeout wanted by the inventory
+    seen = idle_timeout(_e(nginx_error=NGINX_ERR[:1]))
+    assert seen is not None and seen.score == 101 and seen.detail.startswith("nginx logs upstream timeouts")
+
+
+def test_upgrade_headers_rule_reports_the_first_location() -> None:
+    bare = location_settings(_dump(**{"sites-enabled/b": BARE, "sites-enabled/c": BARE}), "/ws/")
+    cause = upgrade_headers(_e(nginx_locations=bare))
+    assert cause is not None and cause.detail.startswith("/etc/nginx/sites-enabled/b location /ws/")
+    assert "proxy_set_header Connection" in cause.detail and "proxy_set_header Upgrade" not in cause.detail
+    assert upgrade_headers(_e(nginx_locations=location_settings(_dump(a=SITE), "/ws/"))) is None
+
+
+def test_heartbeat_and_restarts_rules() -> None:
+    lines = ["x listening on :8000", "x disconnect code=1011 reason='keepalive ping timeout'",
+             "x disconnect code=1012 reason='service restart'", "x listening on :8000"]
+    hb = heartbeat(_e(lines))
+    assert hb is not None and hb.score == 100 + 1 + 1  # the heartbeat line is also the 1011 close
+    rs = restarts(_e(lines, container={"exists": True, "running": True, "restart_count": 3}))
+    assert rs is not None and rs.score == 80 + 3 + 1
+    assert "1 restart(s) in the log" in rs.detail
+    assert restarts(_e(lines[:2])) is None  # one start line is the container's own start
+
+
+def test_equal_scores_keep_the_table_order() -> None:
+    # One limiter line and one 1008 close against one timeout line and one 1006 close: 102 each.
+    lines = ["x Rate limit exceeded", "x disconnect code=1008", "x disconnect code=1006"]
+    ev = _ev(logs=log_evidence(lines, NGINX_ERR[:1]), container_env=GOOD_ENV, env_file_values=GOOD_ENV)
+    causes = rank(ev, FLAGS, 86400, {"backend": lines, "nginx_error": NGINX_ERR[:1]})
+    assert [(c.id, c.score) for c in causes] == [("rate_limit", 102), ("idle_timeout", 102)]
 
 
 def test_ping_interval() -> None:

@@ -13,9 +13,21 @@ import calendar
 import datetime as dt
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from remediations.checks.logpatterns import (
+    RE_CODE,
+    RE_ERROR,
+    RE_HEARTBEAT,
+    RE_NGINX_TIME,
+    RE_RATE,
+    RE_SHUTDOWN,
+    RE_UPSTREAM_DOWN,
+    RE_UPSTREAM_TIMEOUT,
+    starts,
+)
 from remediations.edit.envfile import read_values
 from remediations.edit.nginxconf import location_blocks, parse_directive, server_directives_for, split_nginx_T
 from remediations.edit.nginxplan import _ms as nginx_ms
@@ -35,15 +47,6 @@ RATE_KEYS = ("WS_RATE_LIMIT_ENABLED", "RATE_LIMIT_ENABLED")
 NGINX_DEFAULTS = {"proxy_read_timeout": "60s", "proxy_send_timeout": "60s", "proxy_http_version": "1.0",
                   "proxy_buffering": "on", "proxy_socket_keepalive": "off"}
 
-RE_RATE = re.compile(r"(?i)rate[ _-]?limit(?:ed\b|ing\b| exceeded| reached| hit)|too many (?:messages|requests)")
-RE_CODE = re.compile(r"(?i)\b(?:close[_ ]?)?code[=: ]\s*'?(\d{4})\b")
-RE_HEARTBEAT = re.compile(r"(?i)keepalive ping timeout|ping timeout|pong (?:not )?received|heartbeat")
-RE_SHUTDOWN = re.compile(r"(?i)shutting down|received signal|sigterm received")
-RE_START = (re.compile(r"(?i)\blistening on\b"), re.compile(r"(?i)started server process"),
-            re.compile(r"(?i)running on (?:https?://|\d)"))
-RE_ERROR = re.compile(r"(?i)\b(?:error|exception|traceback)\b")
-RE_UPSTREAM_TIMEOUT = re.compile(r"upstream timed out")
-RE_UPSTREAM_DOWN = re.compile(r"connect\(\) failed|no live upstreams|upstream prematurely closed")
 
 
 @dataclass
@@ -61,7 +64,9 @@ def _last(pattern: re.Pattern[str], lines: list[str], n: int = 5) -> list[str]:
     return [line for line in lines if pattern.search(line)][-n:]
 
 
-RE_NGINX_TIME = re.compile(r"^(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) ")
+def _closed_with(code: str, lines: list[str], n: int) -> list[str]:
+    """The last n lines that quote close code `code`, read as log_evidence counts them."""
+    return [line for line in lines if (m := RE_CODE.search(line)) and m[1] == code][-n:]
 
 
 def since(nginx_error: list[str], started: float, utc_offset: int) -> list[str]:
@@ -84,7 +89,7 @@ def log_evidence(backend: list[str], nginx_error: list[str]) -> dict[str, Any]:
         "close_codes": dict(sorted(codes.items())),
         "heartbeat_lines": sum(1 for line in backend if RE_HEARTBEAT.search(line)),
         "shutdown_lines": sum(1 for line in backend if RE_SHUTDOWN.search(line)),
-        "starts_in_log": max(sum(1 for line in backend if p.search(line)) for p in RE_START),
+        "starts_in_log": starts(backend),
         "error_lines": sum(1 for line in backend if RE_ERROR.search(line)),
         "nginx_error_lines": len(nginx_error),
         "upstream_timed_out": sum(1 for line in nginx_error if RE_UPSTREAM_TIMEOUT.search(line)),
@@ -166,77 +171,136 @@ def desired_read_timeout(host_directives: list[str]) -> float | None:
     return None
 
 
-def rank(ev: dict[str, Any], env_flags: dict[str, str], want_read_timeout: float | None,
-         lines: dict[str, list[str]] | None = None) -> list[Cause]:
-    """Likely causes, most likely first (pure: `ev` is what analyze() gathered)."""
-    lines = lines or {}
-    backend, nginx_error = lines.get("backend", []), lines.get("nginx_error", [])
-    logs = ev["logs"]
-    runtime: dict[str, str | None] = ev.get("container_env") or {}
-    file_env: dict[str, str | None] = ev.get("env_file_values") or {}
-    causes: list[Cause] = []
-    tail = logs["backend_lines"]
-    codes = logs["close_codes"]
+# -- the causes: one small rule each, judged on the evidence analyze() gathered ------------------
 
-    c = ev.get("container") or {}
-    if c.get("exists") is False or (c and not c.get("running", True)):
-        causes.append(Cause("backend_down", "the backend container is not running", 300,
-                            "docker-compose up -d (then `invoke fix-rate-limit` recreates it with the right env)",
-                            f"container {ev.get('container_name')} is {c.get('status') or 'missing'}",
-                            {"status": c.get("status")}, backend[-5:]))
+@dataclass(frozen=True)
+class Evidence:
+    """What a rule judges by: analyze()'s evidence, what the inventory wants, the masked log lines."""
 
-    # rate limiter
-    n_rate, n_1008 = logs["rate_limit_lines"], int(codes.get("1008", 0))
-    wrong = {k: runtime.get(k) for k, v in env_flags.items() if runtime.get(k) != v} if runtime else {}
+    ev: dict[str, Any]
+    env_flags: dict[str, str]
+    want_read_timeout: float | None
+    backend: list[str] = field(default_factory=list)
+    nginx_error: list[str] = field(default_factory=list)
+
+    @property
+    def logs(self) -> dict[str, Any]:
+        logs: dict[str, Any] = self.ev["logs"]
+        return logs
+
+    @property
+    def tail(self) -> int:
+        """How many backend log lines were read."""
+        return int(self.logs["backend_lines"])
+
+    def closes(self, *codes: str) -> int:
+        """How many closes with one of `codes` the backend log shows."""
+        return sum(int(self.logs["close_codes"].get(code, 0)) for code in codes)
+
+    @property
+    def container(self) -> dict[str, Any]:
+        c: dict[str, Any] = self.ev.get("container") or {}
+        return c
+
+    @property
+    def runtime(self) -> dict[str, str | None]:
+        """The running container's environment; {} when it could not be read."""
+        env: dict[str, str | None] = self.ev.get("container_env") or {}
+        return env
+
+    @property
+    def file_env(self) -> dict[str, str | None]:
+        env: dict[str, str | None] = self.ev.get("env_file_values") or {}
+        return env
+
+    @property
+    def locations(self) -> list[dict[str, Any]]:
+        locs: list[dict[str, Any]] = self.ev.get("nginx_locations") or []
+        return locs
+
+    @property
+    def read_timeout(self) -> float | None:
+        """The shortest proxy_read_timeout of the WebSocket location's files, in seconds."""
+        timeouts = [s["read_timeout_seconds"] for s in self.locations if s.get("read_timeout_seconds") is not None]
+        return min(timeouts) if timeouts else None
+
+    @property
+    def ping(self) -> float | None:
+        ping: float | None = self.ev.get("ping_interval")
+        return ping
+
+
+def backend_down(e: Evidence) -> Cause | None:
+    c = e.container
+    if not (c.get("exists") is False or (c and not c.get("running", True))):
+        return None
+    return Cause("backend_down", "the backend container is not running", 300,
+                 "docker-compose up -d (then `invoke fix-rate-limit` recreates it with the right env)",
+                 f"container {e.ev.get('container_name')} is {c.get('status') or 'missing'}",
+                 {"status": c.get("status")}, e.backend[-5:])
+
+
+def rate_limit(e: Evidence) -> Cause | None:
+    """Seen in the log (the limiter's lines, 1008 closes), else configured as in the incident."""
+    n_rate, n_1008 = e.logs["rate_limit_lines"], e.closes("1008")
+    runtime = e.runtime
+    wrong = {k: runtime.get(k) for k, v in e.env_flags.items() if runtime.get(k) != v} if runtime else {}
     rk, rv = _flag_on(runtime, RATE_KEYS)
     enabled = None if rk is None else rv is not None and rv.strip().lower() not in FALSE
-    rate_ev = {"rate_limit_lines": n_rate, "closes_1008": n_1008, "rate_limit_enabled": enabled,
-               "enabled_by": rk, "runtime_flags": {k: runtime.get(k) for k in env_flags}, "want": env_flags}
+    evidence = {"rate_limit_lines": n_rate, "closes_1008": n_1008, "rate_limit_enabled": enabled,
+                "enabled_by": rk, "runtime_flags": {k: runtime.get(k) for k in e.env_flags}, "want": e.env_flags}
     if n_rate or n_1008:
-        causes.append(Cause("rate_limit", "the backend's rate limiter closes connections (1008)",
-                            100 + n_rate + n_1008, "invoke fix-rate-limit",
-                            f"{n_rate} rate-limit line(s) and {n_1008} 1008 close(s) in the last {tail} log lines",
-                            rate_ev, _last(RE_RATE, backend) or [x for x in backend if "1008" in x][-5:]))
-    elif wrong and enabled is not False:
-        causes.append(Cause("rate_limit", "the backend runs with rate limiting as in the incident", 50,
-                            "invoke fix-rate-limit",
-                            "the running container does not hold the flags: "
-                            + ", ".join(f"{k}={v if v is not None else '(unset)'} (want {env_flags[k]})"
-                                        for k, v in wrong.items())
-                            + f"; no rate-limit line in the last {tail} log lines", rate_ev))
+        return Cause("rate_limit", "the backend's rate limiter closes connections (1008)",
+                     100 + n_rate + n_1008, "invoke fix-rate-limit",
+                     f"{n_rate} rate-limit line(s) and {n_1008} 1008 close(s) in the last {e.tail} log lines",
+                     evidence, _last(RE_RATE, e.backend) or _closed_with("1008", e.backend, 5))
+    if wrong and enabled is not False:
+        return Cause("rate_limit", "the backend runs with rate limiting as in the incident", 50,
+                     "invoke fix-rate-limit",
+                     "the running container does not hold the flags: "
+                     + ", ".join(f"{k}={v if v is not None else '(unset)'} (want {e.env_flags[k]})"
+                                 for k, v in wrong.items())
+                     + f"; no rate-limit line in the last {e.tail} log lines", evidence)
+    return None
 
-    # .env fixed but the container still runs the old values
-    stale = {k: {"file": v, "running": runtime.get(k)} for k, v in file_env.items()
+
+def stale_container(e: Evidence) -> Cause | None:
+    """The .env was fixed but the container still runs the old values."""
+    runtime = e.runtime
+    stale = {k: {"file": v, "running": runtime.get(k)} for k, v in e.file_env.items()
              if runtime and v is not None and runtime.get(k) != v}
-    if stale:
-        causes.append(Cause("stale_container", "the .env was changed but the container still runs the old values",
-                            90, "invoke fix-rate-limit",
-                            "differs between the .env and the running container: " + ", ".join(sorted(stale))
-                            + " (a `docker-compose restart` keeps the old environment; it must be recreated)",
-                            {"keys": stale}))
+    if not stale:
+        return None
+    return Cause("stale_container", "the .env was changed but the container still runs the old values", 90,
+                 "invoke fix-rate-limit",
+                 "differs between the .env and the running container: " + ", ".join(sorted(stale))
+                 + " (a `docker-compose restart` keeps the old environment; it must be recreated)",
+                 {"keys": stale})
 
-    # idle timeout: nginx's read timeout against the backend's ping interval
-    locs = ev.get("nginx_locations") or []
-    timeouts = [s["read_timeout_seconds"] for s in locs if s.get("read_timeout_seconds") is not None]
-    read_to = min(timeouts) if timeouts else None
-    ping = ev.get("ping_interval")
-    n_to, n_1006 = logs["upstream_timed_out"], int(codes.get("1006", 0))
-    idle_ev = {"proxy_read_timeout_seconds": read_to, "ping_interval": ping, "upstream_timed_out_lines": n_to,
-               "closes_1006": n_1006, "want_read_timeout_seconds": want_read_timeout}
-    too_short = read_to is not None and want_read_timeout is not None and read_to < want_read_timeout
+
+def idle_timeout(e: Evidence) -> Cause | None:
+    """nginx's read timeout against the backend's ping interval, or nginx's own timeout lines."""
+    read_to, ping, want = e.read_timeout, e.ping, e.want_read_timeout
+    n_to, n_1006 = e.logs["upstream_timed_out"], e.closes("1006")
+    too_short = read_to is not None and want is not None and read_to < want
     unkept = ping is None or (read_to is not None and ping >= read_to)
-    if (too_short and unkept) or n_to:
-        score = (100 + n_to + n_1006) if (n_to or n_1006) else 60
-        pings = "the backend sends no pings" if ping is None else f"the backend pings every {ping:g}s"
-        detail = (f"nginx closes a WebSocket silent for {read_to:g}s (proxy_read_timeout) and {pings}"
-                  if read_to is not None else "nginx logs upstream timeouts")
-        detail += f"; {n_1006} 1006 close(s) in the backend log, {n_to} 'upstream timed out' line(s)"
-        causes.append(Cause("idle_timeout", "idle connections are cut by nginx's proxy_read_timeout", score,
-                            "invoke fix-nginx", detail, idle_ev, _last(RE_UPSTREAM_TIMEOUT, nginx_error)
-                            + [x for x in backend if "code=1006" in x][-3:]))
+    if not ((too_short and unkept) or n_to):
+        return None
+    score = (100 + n_to + n_1006) if (n_to or n_1006) else 60
+    pings = "the backend sends no pings" if ping is None else f"the backend pings every {ping:g}s"
+    detail = (f"nginx closes a WebSocket silent for {read_to:g}s (proxy_read_timeout) and {pings}"
+              if read_to is not None else "nginx logs upstream timeouts")
+    detail += f"; {n_1006} 1006 close(s) in the backend log, {n_to} 'upstream timed out' line(s)"
+    return Cause("idle_timeout", "idle connections are cut by nginx's proxy_read_timeout", score,
+                 "invoke fix-nginx", detail,
+                 {"proxy_read_timeout_seconds": read_to, "ping_interval": ping, "upstream_timed_out_lines": n_to,
+                  "closes_1006": n_1006, "want_read_timeout_seconds": want},
+                 _last(RE_UPSTREAM_TIMEOUT, e.nginx_error) + _closed_with("1006", e.backend, 3))
 
-    # WebSocket upgrade headers
-    for s in locs:
+
+def upgrade_headers(e: Evidence) -> Cause | None:
+    """The first WebSocket location that does not proxy the upgrade."""
+    for s in e.locations:
         missing = []
         if str(s.get("proxy_http_version")) != "1.1":
             missing.append(f"proxy_http_version {s.get('proxy_http_version')} (want 1.1)")
@@ -245,47 +309,76 @@ def rank(ev: dict[str, Any], env_flags: dict[str, str], want_read_timeout: float
         if not s.get("connection_header"):
             missing.append("proxy_set_header Connection")
         if missing:
-            causes.append(Cause("upgrade_headers", "the WebSocket location does not proxy the upgrade", 70,
-                                "invoke fix-nginx", f"{s['file']} location {s['location']}: " + ", ".join(missing),
-                                {"location": s}))
-            break
+            return Cause("upgrade_headers", "the WebSocket location does not proxy the upgrade", 70,
+                         "invoke fix-nginx", f"{s['file']} location {s['location']}: " + ", ".join(missing),
+                         {"location": s})
+    return None
 
-    # heartbeat
-    n_hb, n_1011 = logs["heartbeat_lines"], int(codes.get("1011", 0))
-    if n_hb or n_1011:
-        causes.append(Cause("heartbeat", "clients miss the server's heartbeat (1011 ping timeout)",
-                            100 + n_hb + n_1011,
-                            "none in wsguard: raise the server's ping timeout or check the clients' network "
-                            "(`invoke probe` reports the ping interval)",
-                            f"{n_1011} 1011 close(s), {n_hb} heartbeat line(s)",
-                            {"closes_1011": n_1011, "heartbeat_lines": n_hb, "ping_interval": ping},
-                            _last(RE_HEARTBEAT, backend)))
 
-    # restarts
-    restarts = int(c.get("restart_count") or 0)
-    n_down = logs["shutdown_lines"]
-    n_away = int(codes.get("1001", 0)) + int(codes.get("1012", 0))
-    extra_starts = max(0, logs["starts_in_log"] - 1)
-    if restarts or n_down or n_away or extra_starts:
-        causes.append(Cause("restarts", "the backend restarted while clients were connected", 80 + restarts + n_away,
-                            "none in wsguard: find why it restarts (`invoke monitor` follows its log)",
-                            f"restart count {restarts}, {n_down} shutdown line(s), {extra_starts} restart(s) in "
-                            f"the log, {n_away} 1001/1012 close(s); up {ev.get('uptime_seconds')}s",
-                            {"restart_count": restarts, "shutdown_lines": n_down, "closes_1001_1012": n_away,
-                             "uptime_seconds": ev.get("uptime_seconds")}, _last(RE_SHUTDOWN, backend)))
+def heartbeat(e: Evidence) -> Cause | None:
+    n_hb, n_1011 = e.logs["heartbeat_lines"], e.closes("1011")
+    if not (n_hb or n_1011):
+        return None
+    return Cause("heartbeat", "clients miss the server's heartbeat (1011 ping timeout)", 100 + n_hb + n_1011,
+                 "none in wsguard: raise the server's ping timeout or check the clients' network "
+                 "(`invoke probe` reports the ping interval)",
+                 f"{n_1011} 1011 close(s), {n_hb} heartbeat line(s)",
+                 {"closes_1011": n_1011, "heartbeat_lines": n_hb, "ping_interval": e.ping},
+                 _last(RE_HEARTBEAT, e.backend))
 
-    n_down_up = logs["upstream_unreachable"]
-    if n_down_up:
-        causes.append(Cause("upstream_unreachable", "nginx could not reach the backend (502s)", 30 + n_down_up,
-                            "none in wsguard: is the backend listening? (`invoke monitor` follows both logs)",
-                            f"{n_down_up} connect()-failed / upstream-closed line(s) in nginx's error log",
-                            {"lines": n_down_up}, _last(RE_UPSTREAM_DOWN, nginx_error)))
 
-    if ev.get("nginx_stale"):
-        causes.append(Cause("nginx_not_reloaded", "nginx runs an older configuration than the one on disk", 40,
-                            "invoke fix-nginx", ev["nginx_stale"], {}))
+def restarts(e: Evidence) -> Cause | None:
+    """Docker's restart count, the backend's shutdown lines, 1001/1012 closes, more than one start line."""
+    count = int(e.container.get("restart_count") or 0)
+    n_down = e.logs["shutdown_lines"]
+    n_away = e.closes("1001", "1012")
+    extra_starts = max(0, e.logs["starts_in_log"] - 1)
+    if not (count or n_down or n_away or extra_starts):
+        return None
+    uptime = e.ev.get("uptime_seconds")
+    return Cause("restarts", "the backend restarted while clients were connected", 80 + count + n_away,
+                 "none in wsguard: find why it restarts (`invoke monitor` follows its log)",
+                 f"restart count {count}, {n_down} shutdown line(s), {extra_starts} restart(s) in "
+                 f"the log, {n_away} 1001/1012 close(s); up {uptime}s",
+                 {"restart_count": count, "shutdown_lines": n_down, "closes_1001_1012": n_away,
+                  "uptime_seconds": uptime}, _last(RE_SHUTDOWN, e.backend))
 
-    return sorted(causes, key=lambda x: -x.score)
+
+def upstream_unreachable(e: Evidence) -> Cause | None:
+    n = e.logs["upstream_unreachable"]
+    if not n:
+        return None
+    return Cause("upstream_unreachable", "nginx could not reach the backend (502s)", 30 + n,
+                 "none in wsguard: is the backend listening? (`invoke monitor` follows both logs)",
+                 f"{n} connect()-failed / upstream-closed line(s) in nginx's error log",
+                 {"lines": n}, _last(RE_UPSTREAM_DOWN, e.nginx_error))
+
+
+def nginx_not_reloaded(e: Evidence) -> Cause | None:
+    stale = e.ev.get("nginx_stale")
+    if not stale:
+        return None
+    return Cause("nginx_not_reloaded", "nginx runs an older configuration than the one on disk", 40,
+                 "invoke fix-nginx", stale, {})
+
+
+Rule = Callable[[Evidence], Cause | None]
+
+# rank() sorts by score, highest first, and equal scores keep this order, which follows the scores the rules
+# give: backend_down 300; rate_limit, idle_timeout and heartbeat 100 and more when the log shows them (else
+# 50 and 60 on the configuration alone); stale_container 90, restarts 80 and more, upgrade_headers 70,
+# upstream_unreachable 30 and more, nginx_not_reloaded 40.
+CAUSES: tuple[Rule, ...] = (backend_down, rate_limit, idle_timeout, heartbeat, stale_container, restarts,
+                            upgrade_headers, upstream_unreachable, nginx_not_reloaded)
+
+
+def rank(ev: dict[str, Any], env_flags: dict[str, str], want_read_timeout: float | None,
+         lines: dict[str, list[str]] | None = None) -> list[Cause]:
+    """Likely causes, most likely first (pure: `ev` is what analyze() gathered)."""
+    lines = lines or {}
+    e = Evidence(ev, env_flags, want_read_timeout, lines.get("backend", []), lines.get("nginx_error", []))
+    causes = [cause for rule in CAUSES if (cause := rule(e)) is not None]
+    return sorted(causes, key=lambda c: -c.score)
 
 
 def facts_request(host: Host, tail: int) -> dict[str, Any]:

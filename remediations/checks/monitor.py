@@ -13,7 +13,6 @@ is killed explicitly when the monitor stops (--duration reached, Ctrl-C), after 
 from __future__ import annotations
 
 import queue
-import re
 import sys
 import threading
 import time
@@ -26,7 +25,20 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
-from remediations.checks.diagnose import ERROR_LOG, RE_CODE, RE_ERROR, RE_HEARTBEAT, RE_RATE, RE_SHUTDOWN
+from remediations.checks.diagnose import ERROR_LOG
+from remediations.checks.logpatterns import (
+    RE_CODE,
+    RE_DISCONNECT,
+    RE_ERROR,
+    RE_HEARTBEAT,
+    RE_NGINX_ERROR,
+    RE_NGINX_WARN,
+    RE_RATE,
+    RE_SHUTDOWN,
+    RE_START,
+    RE_UPSTREAM_TIMEOUT,
+    RE_WEBSOCKET,
+)
 from remediations.edit.envfile import read_values
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
@@ -36,9 +48,6 @@ from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
 FOREVER_CHUNK = 3600  # without --duration, followers are bounded to an hour each and restarted
-RE_DISCONNECT = re.compile(r"(?i)disconnect|connection (?:closed|lost|reset)|\bclosed?\b.*\b1\d{3}\b")
-RE_WEBSOCKET = re.compile(r"(?i)websocket|/ws/|\bconnect(?:ed|ion)?\b|\bconnect conn=|\bws\b")
-RE_START = re.compile(r"(?i)listening on|started server process|settings:")
 COLOURS = {"rate_limit": "bold magenta", "disconnect": "yellow", "error": "bold red", "timeout": "bold red",
            "heartbeat": "red", "restart": "cyan", "websocket": "green", "warn": "yellow", "info": "dim",
            "monitor": "bold blue"}
@@ -52,11 +61,11 @@ _KILL = 'for p; do grep -q timeout "/proc/$p/cmdline" 2>/dev/null && kill -TERM 
 def kind_of(source: str, line: str, show_all: bool = False) -> str | None:
     """The kind of one log line, or None when the filter drops it (pure)."""
     if source == "nginx":
-        if "upstream timed out" in line:
+        if RE_UPSTREAM_TIMEOUT.search(line):
             return "timeout"
-        if re.search(r"\[(?:error|crit|alert|emerg)\]", line):
+        if RE_NGINX_ERROR.search(line):
             return "error"
-        if "[warn]" in line:
+        if RE_NGINX_WARN.search(line):
             return "warn"
         return "info"
     if source == "monitor":
