@@ -43,5 +43,6 @@ class Combined:
             plan.files += p.files
             plan.handlers += p.handlers
             plan.warnings += p.warnings
+            plan.nothing_to_do += p.nothing_to_do
             plan.evidence.update(p.evidence)
         return plan

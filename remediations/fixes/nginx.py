@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remediations.edit.nginxplan import site_plan
+from remediations.edit.nginxplan import NginxPlan, site_plan
 from remediations.fixes.plan import FileChange, Plan
 from remediations.model.facts import content, running_config_stale
 from remediations.model.inventory import Host
@@ -40,6 +40,8 @@ class NginxFix:
                          "kept_equivalent": [f"{found} (for {want})" for want, found in sp.kept_equivalent]}
         if not ng.get("master"):
             plan.warnings.append("nginx is not running: nothing to reload")
+            if not sp.changed:
+                plan.nothing_to_do.append(self._in_place(sp))
             return plan
         if not ng.get("test_ok"):
             plan.warnings.append(f"nginx -t fails before any edit: {ng.get('test_error', '')[-300:]}")
@@ -53,4 +55,35 @@ class NginxFix:
             reasons.append("a previous run left the reload pending")
         if reasons:
             plan.handlers.append({"name": "nginx_reload", "method": ws.nginx_reload, "reason": "; ".join(reasons)})
+        elif not sp.changed:
+            plan.nothing_to_do.append(f"{self._in_place(sp)}; {running_config_basis(ng)}")
         return plan
+
+    def _in_place(self, sp: NginxPlan) -> str:
+        """How many of the directives the location holds; the warnings name the ones it cannot."""
+        # Not written: too new for this nginx, or an included file sets it differently (the planner's words).
+        absent = {d for d, _ in sp.unsupported}
+        absent |= {d for d in self.directives if any(c.startswith(f"{d}: ") for c in sp.include_conflicts)}
+        total = len(self.directives)
+        held = sum(d not in absent for d in self.directives)
+        where = f"location {self.host.ws.ws_location}"
+        if held == total:
+            said = f"the directive is in {where}" if total == 1 else f"the {total} directives are in {where}"
+        else:
+            said = f"{held} of the {total} directives are in {where} (the warnings say why not the others)"
+        if sp.kept_equivalent:
+            said += f", {len(sp.kept_equivalent)} of them in an equivalent spelling"
+        return said
+
+
+def running_config_basis(ng: dict[str, Any]) -> str:
+    """Why nginx is taken to run what is on disk: the test running_config_stale passed, in its order."""
+    rec = ng.get("reload_record") or {}
+    if rec.get("workers") and sorted(rec["workers"]) == ng.get("workers"):
+        if ng.get("dump_sha256"):
+            return "nginx runs the configuration on disk"
+        return "nginx -T gave nothing to compare with its last confirmed reload: taken as running what is on disk"
+    mtime, started = ng.get("config_mtime"), ng.get("workers_started")
+    if mtime and started:
+        return "nginx's workers started after the last change to its configuration files"
+    return "nginx has no confirmed reload on record and no file times to compare: taken as running what is on disk"

@@ -50,6 +50,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     rollback_of: str | None = None
+    # Why a remediation with nothing pending has nothing to do here: a no-op must say what it judged by.
+    nothing_to_do: list[str] = field(default_factory=list)
 
     @property
     def changed_files(self) -> list[FileChange]:

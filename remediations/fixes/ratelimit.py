@@ -16,7 +16,7 @@ from remediations.fixes.plan import FileChange, Plan
 from remediations.model.errors import EnvFileError
 from remediations.model.facts import container_env, content, file_fact
 from remediations.model.inventory import Host
-from remediations.model.masking import Masker
+from remediations.model.masking import MASK, Masker, is_secret_key
 
 
 def compose_handler(host: Host, flags: dict[str, str], reason: str) -> dict[str, Any]:
@@ -71,9 +71,18 @@ class RateLimitFix:
                            else "the container does not exist")
         if "compose_recreate" in (facts.get("pending") or {}):
             reasons.append("a previous run left the recreate pending")
-        if reasons and self.restart:
+        if not reasons:
+            plan.nothing_to_do.append(self._in_place())
+        elif self.restart:
             plan.handlers.append(compose_handler(self.host, self.flags, "; ".join(reasons)))
-        elif reasons:
+        else:
             plan.warnings.append(f"--no-restart: {ws.backend_container} still runs with the OLD values "
                                  f"until it is recreated (`docker-compose up -d --no-deps {ws.compose_service}`)")
         return plan
+
+    def _in_place(self) -> str:
+        if not self.flags:
+            return "no env_flags to set"
+        # Said before the masker runs, so a secret-looking flag never depends on the masker having learnt it.
+        shown = ", ".join(f"{k}={MASK if is_secret_key(k) else v}" for k, v in self.flags.items())
+        return f"{shown} already set in {self.host.ws.env_file}; the container holds them"

@@ -29,6 +29,8 @@ def host_lines(r: HostResult, *, check: bool, diff: bool) -> list[str]:
     for h in r.handlers:
         why = f" ({h['reason']})" if h.get("reason") else ""
         lines.append(f"  handler {h['name']}: {h['status']}{why}")
+    # Why a fix (or a part of `fix`) had nothing to do here; masked with the rest of the evidence.
+    lines += [f"  {why}" for why in r.evidence.get("nothing_to_do") or []]
     for w in r.warnings:
         lines.append(f"  warning: {w}")
     if r.status == "skipped" and r.evidence.get("skipped"):

@@ -33,6 +33,8 @@ def execute(t: Transport, rem: Remediation, run_id: str, opts: Options, result: 
     plan = rem.plan(facts, masker)
     result.warnings += plan.warnings
     result.evidence.update(plan.evidence)
+    if plan.nothing_to_do:
+        result.evidence["nothing_to_do"] = list(plan.nothing_to_do)
     result.changes = [{"path": f.path, "diff": f.diff(masker) if opts.diff else None} for f in plan.changed_files]
     if not plan.pending:
         return result
