@@ -266,7 +266,9 @@ def test_probe_token_goes_only_to_the_hosts_own_ws_url(lab: Lab) -> None:
     assert h["round_trips"] == 0  # the host's .env was not even read
     assert "token not sent to 127.0.0.1" in shown
     # Named by --send-token-to, the same listener does get it: the capture sees what a token would look like.
-    assert len(seen_with) == 1 and f"token={lab.token}" in seen_with[0], seen_with
+    # The lab's inventory sets ws_token_header: Authorization, so the token travels as a header.
+    assert len(seen_with) == 1 and f"Authorization: Bearer {lab.token}" in seen_with[0], seen_with
+    assert lab.token not in seen_with[0].split("\r\n", 1)[0]  # never in the request line
     assert json.loads(allowed)["hosts"][0]["round_trips"] == 1
     none_shown(lab, "probe outputs", elsewhere + shown + allowed, [])
     own = json.loads(run(lab, *args, "--json", codes=(0,)))["hosts"][0]  # its own ws_url: sent, and accepted

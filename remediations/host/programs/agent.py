@@ -770,8 +770,8 @@ def nginx_facts(journal):
         return {"installed": False}
     t_code, t_out, t_err = sh(["nginx", "-T"], timeout=30)
     master, workers, started = nginx_processes()
-    files = [line.split(":", 1)[1].strip().rstrip(":") for line in text(t_out).splitlines()
-             if line.startswith("# configuration file ")]
+    head = "# configuration file "  # nginx -T: "# configuration file /etc/nginx/nginx.conf:"
+    files = [line[len(head):].rstrip().rstrip(":") for line in text(t_out).splitlines() if line.startswith(head)]
     mtimes = []
     for p in files:
         try:
