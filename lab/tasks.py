@@ -8,12 +8,15 @@ import time
 from invoke import Collection, Context, task
 
 from remediations.cli.common import fail_on_error
+from remediations.cli.flags import Flag, RunFlags, flag_task
+
+# Each host's address is the lab subnet's .(10 + N): .254 is the last.
+UP = [Flag("hosts", int, 3, "how many hosts (lab1..labN)", minimum=1, maximum=244),
+      Flag("profile", str, "seed", "seed (the incident's site) or stock (5 s read timeout)", metavar="PROFILE")]
 
 
-@task(help={"hosts": "how many hosts (lab1..labN)",
-            "profile": "seed (the incident's site) or stock (5 s read timeout)"})
-@fail_on_error
-def up(c: Context, hosts: int = 3, profile: str = "seed") -> None:
+@flag_task(own=UP)
+def up(c: Context, flags: RunFlags, hosts: int, profile: str) -> None:
     """Bring up lab1..labN (kept if already running) and write .lab/inventory.yml."""
     from lab import hosts as lab
 

@@ -154,6 +154,19 @@ def test_bad_numbers_are_clear_errors(tmp_path: Path, task: str) -> None:
                         "--forks must be a whole number from 1 to 1000", repr(value))
 
 
+# The text of a number flag is a plain decimal: int() and float() would also take these.
+NOT_PLAIN = ["1_000", "\u0661\u0662", "\uff11\uff10", " 1 0 ", "0x10"]
+
+
+@pytest.mark.safety("bad_input")
+@pytest.mark.parametrize(("task", "flag"), [("fix", "--timeout"), ("fix", "--forks"), ("rollback", "--lock-timeout"),
+                                            ("diagnose", "--tail")])
+def test_numbers_are_plain_decimals(tmp_path: Path, task: str, flag: str) -> None:
+    for value in NOT_PLAIN:
+        out = clear_error(cli(task, "--inventory", one_host(tmp_path), flag, value), f"{flag} must be", repr(value))
+        assert len(out.strip().splitlines()) == 1, out
+
+
 # Not finite, or past any sane bound: each would reach a timer, a sleep or a thread pool as it is.
 HUGE = ["inf", "nan", "1e400", "99999999999999999999"]
 FLAG_RANGES = [

@@ -32,46 +32,8 @@ def fail_on_error(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# Flags every remote task takes (docs/ARCHITECTURE.md, "Conventions").
-COMMON_HELP = {
-    "inventory": "inventory file or dir (default inventory/ or $WSGUARD_INVENTORY; the lab's: .lab/inventory.yml)",
-    "limit": "hosts or groups: names, globs, comma lists, !exclude",
-    "connect_timeout": "seconds to connect to a host (default 10)",
-    "timeout": "seconds for each remote step (default 60)",
-    "forks": "hosts worked on at once (default 10)",
-    "accept_new_host_keys": "trust and record keys of hosts not in known_hosts (never a changed key)",
-    "json": "print one JSON document on stdout and nothing else there",
-}
-
-# Flags of the tasks that change a fleet (remediations/run/fleet.py).
-FLEET_HELP = {
-    "serial": "rolling batches: N hosts, N% of the selection, or a list (1,2,25%; the last repeats); "
-              "after each batch the changed hosts pass a health gate (effects confirmed + a 101 upgrade)",
-    "canary": "a first batch of exactly one host, then --serial (or all the rest)",
-    "max_fail_percent": "start no new batch once failed+unreachable hosts exceed P% of the selection "
-                        "(0: stop at the first); default: stop only when every host of a batch failed; "
-                        "hosts not started are reported skipped, exit 1",
-    "shard": "K/N: only the K-th of N disjoint, deterministic slices of the selected hosts",
-}
-
-
-def load_hosts(inventory: str | None, limit: str | None, shard: str | None = None) -> list[Any]:
-    from remediations.model.inventory import load_inventory, resolve_inventory_path
-    from remediations.model.inventory import shard as slice_of
-
-    inv = load_inventory(resolve_inventory_path(inventory))
-    hosts = inv.select(limit)
-    return slice_of(hosts, shard) if shard else hosts
-
-
-def rollout(serial: str | None, canary: bool, max_fail_percent: str | None, shard: str | None) -> Any:
-    """The fleet flags, checked (numbers arrive as text)."""
-    from remediations.run.fleet import Rollout, parse_max_fail_percent, parse_serial
-
-    return Rollout(parse_serial(serial), bool(canary), parse_max_fail_percent(max_fail_percent), shard or None)
-
-
-def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
+def finish(run: Any, *, as_json: bool) -> None:
+    """A run's one renderer: the JSON document or the recap; then its exit code (0: the next task runs)."""
     from remediations.output import render as report
 
     if as_json:
@@ -83,42 +45,29 @@ def finish(run: Any, *, as_json: bool, check: bool = False) -> None:
     # exit 0: return, so that `invoke fix-rate-limit ... fix-nginx ...` goes on to the next task
 
 
-def on_result(as_json: bool, check: bool, diff: bool) -> Callable[[Any], None] | None:
-    from remediations.output import render as report
-
-    if as_json:
-        return None
-
-    return lambda r: report.print_host(r, check=check, diff=diff)
-
-
-# The largest sane value of each numeric flag (seconds, hosts, lines...): past it a value is a typo, and a
-# timer or a thread pool must never be handed one (an overflow, or a wait that never ends).
-MAXIMUM = {"connect_timeout": 3600, "timeout": 86400, "lock_timeout": 86400, "forks": 1000,
-           "probe_chunks": 100_000, "probe_idle": 86400, "duration": 7 * 86400, "stream": 100_000,
-           "idle": 86400, "tail": 1_000_000, "lines": 1_000_000, "last": 1_000_000}
-DEFAULT_MAXIMUM = 1_000_000  # for a flag not in MAXIMUM
+# The largest value of a number flag without a maximum of its own (flags.py gives each flag its range).
+DEFAULT_MAXIMUM = 1_000_000
 # Plain decimal only: float() would also take inf, nan, 1_000 and non-ASCII digits.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _WHOLE = re.compile(r"[+-]?[0-9]{1,20}")
 
 
-def _shown(x: float) -> str:
+def shown(x: float) -> str:
     return str(int(x)) if x == int(x) else f"{x:g}"
 
 
 def number(flag: str, value: object, *, minimum: float = 0, maximum: float | None = None,
            integer: bool = False) -> float:
-    """A numeric flag (they arrive as text; invoke would raise a traceback on `--timeout abc`): a finite
-    number from `minimum` to `maximum` (default MAXIMUM[flag]), else one line that gives the range."""
-    top = MAXIMUM.get(flag, DEFAULT_MAXIMUM) if maximum is None else maximum
+    """A number flag's value (the text given, or a number): a finite number from `minimum` to `maximum`,
+    else one line that gives the range and the value."""
+    top = DEFAULT_MAXIMUM if maximum is None else maximum
     text = str(value).strip()
     n = float("nan")
     if (_WHOLE if integer else _DECIMAL).fullmatch(text):
         n = float(text) if not integer else int(text)
     if not (math.isfinite(n) and minimum <= n <= top):
         kind = "a whole number" if integer else "a number"
-        raise RemediationError(f"--{flag.replace('_', '-')} must be {kind} from {_shown(minimum)} to {_shown(top)}, "
+        raise RemediationError(f"--{flag.replace('_', '-')} must be {kind} from {shown(minimum)} to {shown(top)}, "
                                f"got {value!r}")
     return n
 
@@ -135,12 +84,3 @@ def one_line(flag: str, value: str | None) -> str | None:
         raise RemediationError(f"--{flag.replace('_', '-')} {value!r} holds a NUL, a newline or another control "
                                "character", hint="give the value on one line, without control characters")
     return value
-
-
-def connect_options(connect_timeout: object, timeout: object, forks: object = 10,
-                    accept_new_host_keys: bool = False) -> Any:
-    """The runner's Connect from the common flags, each checked (text in, a clear error out)."""
-    from remediations.run.runner import Connect
-
-    return Connect(number("connect_timeout", connect_timeout, minimum=0.1), number("timeout", timeout, minimum=0.1),
-                   accept_new_host_keys, whole("forks", forks, minimum=1))

@@ -6,39 +6,43 @@ import json as json_mod
 import os
 import pwd
 import sys
+from dataclasses import replace
 
-from invoke import Context, task
+from invoke import Context
 
-from remediations.cli.common import fail_on_error, load_hosts, one_line, whole
+from remediations.cli.flags import Flag, RunFlags, flag_task
 
 MAX_EVERY = 365 * 86400  # rarer is surely a typo; and a huge number must not reach systemd or cron
 
-SCHEDULE_HELP = {
-    "every": "interval: a whole number and s, m, h or d (30s, 15m, 1h, 1d; default 15m)",
-    "kind": "systemd (a service + timer pair, default) or cron (a crontab line)",
-    "remediate": "the scheduled verify also runs the matching fixes on drifted hosts (verify --remediate)",
-    "report": "FMT:ABSPATH, repeatable, replacing the defaults (json:/var/lib/wsguard-controller/last-verify.json "
-              "and prometheus:/var/lib/node_exporter/textfile_collector/wsguard.prom)",
-    "inventory": "inventory file or dir (default inventory/ or $WSGUARD_INVENTORY), made absolute",
-    "limit": "hosts or groups: names, globs, comma lists, !exclude (checked now against the inventory)",
-    "history": "compliance history of the scheduled runs (default /var/lib/wsguard-controller/compliance.jsonl)",
-    "print": "show exactly what would be installed (the default)",
-    "install": "write it: the units to --unit-dir (default /etc/systemd/system), atomically",
-    "unit_dir": "where --install writes the units (default /etc/systemd/system)",
-}
-HISTORY_HELP = {
-    "last": "show only the N newest transitions of each host (default: all); the current state is always shown",
-    "history": "the history file (default $WSGUARD_HISTORY, else ~/.local/state/wsguard/compliance.jsonl)",
-    "json": "print one JSON document on stdout and nothing else there",
-}
+SCHEDULE_OWN = [
+    Flag("every", str, "15m", "interval: a whole number and s, m, h or d (30s, 15m, 1h, 1d)", metavar="INTERVAL"),
+    Flag("kind", str, "systemd", "systemd (a service + timer pair) or cron (a crontab line)", metavar="KIND"),
+    Flag("remediate", bool, False, "the scheduled verify also runs the matching fixes on drifted hosts "
+         "(verify --remediate)"),
+    Flag("report", list, None, "repeatable, replacing the defaults", metavar="FMT:ABSPATH",
+         default_help="json:/var/lib/wsguard-controller/last-verify.json and "
+                      "prometheus:/var/lib/node_exporter/textfile_collector/wsguard.prom"),
+    Flag("history", str, None, "compliance history of the scheduled runs", metavar="PATH",
+         default_help="/var/lib/wsguard-controller/compliance.jsonl"),
+    Flag("print_", bool, False, "show exactly what would be installed (the default)"),
+    Flag("install", bool, False, "write it: the units to --unit-dir, atomically"),
+    Flag("unit_dir", str, None, "where --install writes the units", metavar="DIR",
+         default_help="/etc/systemd/system"),
+]
+HISTORY_OWN = [
+    Flag("last", int, 0, "show only the N newest transitions of each host; the current state is always shown",
+         default_help="all"),
+    Flag("history", str, None, "the history file", metavar="PATH",
+         default_help="$WSGUARD_HISTORY, else ~/.local/state/wsguard/compliance.jsonl"),
+]
 
 
-@task(help=SCHEDULE_HELP, auto_shortflags=False, iterable=["report"])
-@fail_on_error
-def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: bool = False,
-             report: list[str] | None = None, inventory: str | None = None, limit: str | None = None,
-             history: str | None = None, print_: bool = False, install: bool = False,
-             unit_dir: str | None = None) -> None:
+# Each text flag is one line (flags.py): they are written into a unit or a crontab line.
+@flag_task("inventory", "limit", own=SCHEDULE_OWN, help={
+    "inventory": "inventory file or dir, made absolute",
+    "limit": "hosts or groups: names, globs, comma lists, !exclude (checked now against the inventory)"})
+def schedule(c: Context, flags: RunFlags, every: str, kind: str, remediate: bool, report: list[str] | None,
+             history: str | None, print_: bool, install: bool, unit_dir: str | None) -> None:
     """Run verify on a schedule: a systemd service + timer (default) or a crontab line; --print or --install."""
     from remediations.model.inventory import resolve_inventory_path
     from remediations.output import schedule as sched
@@ -47,16 +51,13 @@ def schedule(c: Context, every: str = "15m", kind: str = "systemd", remediate: b
         raise sched.ScheduleError("--print and --install do not go together", hint="--print first, then --install")
     if kind not in ("systemd", "cron"):
         raise sched.ScheduleError(f"--kind must be systemd or cron, not {kind!r}")
-    # Each of these is written into a unit or a crontab line, where a newline would start a new line.
-    for flag, value in (("inventory", inventory), ("limit", limit), ("history", history), ("unit_dir", unit_dir)):
-        one_line(flag, value)
     seconds = _every(every)
     if kind == "cron":
         sched.cron_fields(seconds)  # an interval cron cannot keep fails before anything else
-    inv = os.path.abspath(resolve_inventory_path(inventory))
-    load_hosts(inv, limit)  # the inventory loads and --limit matches, now rather than at the first run
+    inv = os.path.abspath(resolve_inventory_path(flags.inventory))
+    replace(flags, inventory=inv).hosts()  # the inventory loads and --limit matches, now rather than at the first run
     command, docs = sched.installation()
-    job = sched.Job(every=seconds, command=command, docs=docs, inventory=inv, limit=limit, remediate=remediate,
+    job = sched.Job(every=seconds, command=command, docs=docs, inventory=inv, limit=flags.limit, remediate=remediate,
                     reports=sched.check_reports(report),
                     history=os.path.abspath(history) if history else sched.HISTORY,
                     user=_user())
@@ -100,14 +101,13 @@ def _user() -> str:
         return "root"
 
 
-@task(help=HISTORY_HELP, auto_shortflags=False)
-@fail_on_error
-def compliance_history(c: Context, last: str = "0", history: str | None = None, json: bool = False) -> None:
+@flag_task("json", own=HISTORY_OWN)
+def compliance_history(c: Context, flags: RunFlags, last: int, history: str | None) -> None:
     """Per host: when drift appeared and cleared (from verify's compliance history), and the current state."""
     from remediations.checks import compliance
 
-    doc = compliance.summary(compliance.resolve_path(one_line("history", history)), whole("last", last))
-    if json:
+    doc = compliance.summary(compliance.resolve_path(history), last)
+    if flags.json:
         sys.stdout.write(json_mod.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(compliance.render(doc))
