@@ -7,6 +7,7 @@ from typing import Any
 
 from remediations.checks.controls.backend import testinfra_host
 from remediations.checks.controls.catalog import Context, VerifyOptions, ws_upgrade
+from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
 from remediations.model.masking import Masker
 from remediations.model.results import HostResult
@@ -17,7 +18,9 @@ def health_gate(connect_timeout: float, attempts: int = 3, pause: float = 1.0) -
     """The gate on one changed host: handler effects confirmed, then a 101 upgrade through nginx.
 
     The upgrade is the verify `ws-upgrade` control, one round trip; it is tried again (up to
-    `attempts` times, `pause` s apart) only while it fails, for a backend still binding its port."""
+    `attempts` times, `pause` s apart) only while it fails, for a backend still binding its port. With a
+    token to send, one facts round trip first: the probe reads the token only from the .env the agent
+    resolved inside its boundary."""
 
     def gate(t: Transport, result: HostResult, masker: Masker) -> None:
         evidence: dict[str, Any] = {"status": "pass"}
@@ -28,7 +31,9 @@ def health_gate(connect_timeout: float, attempts: int = 3, pause: float = 1.0) -
             evidence["status"] = "fail"
             result.fail("gate", f"{t.host.name}: health gate: the effect of {', '.join(bad)} was not confirmed")
             return
-        ctx = Context(inv=t.host, host=testinfra_host(t), facts={}, masker=masker,
+        ws = t.host.ws
+        facts = call_agent(t, {"op": "facts", "files": [ws.env_file]}) if ws.ws_url and ws.ws_token_key else {}
+        ctx = Context(inv=t.host, host=testinfra_host(t), facts=facts, masker=masker,
                       options=VerifyOptions(connect_timeout=connect_timeout))
         for attempt in range(1, attempts + 1):
             out = ws_upgrade(ctx)

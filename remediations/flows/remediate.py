@@ -11,12 +11,12 @@ from remediations.checks.verify import REMEDIES, Rounds, run
 from remediations.checks.webhook import alerter
 from remediations.fixes.nginx import NginxFix
 from remediations.fixes.ratelimit import RateLimitFix
-from remediations.host.transport import Transport
+from remediations.flows.per_host import remediation_fn
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
-from remediations.model.results import HostResult, RunResult
+from remediations.model.results import RunResult
 from remediations.run.runner import Connect, run_hosts
-from remediations.run.transaction import Options, execute
+from remediations.run.transaction import Options
 
 
 def remediation_targets(run: RunResult) -> dict[str, list[str]]:
@@ -36,12 +36,8 @@ def remediate(run: RunResult, hosts: list[Host], conn: Connect, lock_timeout: fl
     opts = Options(lock_timeout=float(lock_timeout))
     runs = []
     for task, names in remediation_targets(run).items():
-        make = makers[task]
-
-        def per_host(t: Transport, result: HostResult, masker: Masker, make: Any = make) -> HostResult:
-            return execute(t, make(t.host), result.run_id, opts, result, masker)
-
-        runs.append(run_hosts(task, [by_name[n] for n in names], conn, per_host, pending_is_2=False))
+        runs.append(run_hosts(task, [by_name[n] for n in names], conn, remediation_fn(makers[task], opts),
+                              pending_is_2=False))
     return runs
 
 
