@@ -20,10 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.text import Text
+from typing import Any
 
 from remediations.checks.diagnose import ERROR_LOG
 from remediations.checks.logpatterns import (
@@ -48,10 +45,6 @@ from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
 FOREVER_CHUNK = 3600  # without --duration, followers are bounded to an hour each and restarted
-COLOURS = {"rate_limit": "bold magenta", "disconnect": "yellow", "error": "bold red", "timeout": "bold red",
-           "heartbeat": "red", "restart": "cyan", "websocket": "green", "warn": "yellow", "info": "dim",
-           "monitor": "bold blue"}
-
 # The follower scripts: values travel as positional arguments, never inside the shell text.
 _BACKEND = 'echo "$$"; exec timeout -k 2 "$1" docker logs -f --tail="$2" "$3" 2>&1'
 _NGINX = 'echo "$$"; exec timeout -k 2 "$1" tail -n "$2" -F "$3" 2>&1'
@@ -109,33 +102,31 @@ class _Follower:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _plain(text: str, kind: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 class Monitor:
     def __init__(self, hosts: list[Host], *, duration: float = 0, lines: int = 0, show_all: bool = False,
-                 connect: Callable[[Host], Transport], out: TextIO = sys.stdout) -> None:
+                 connect: Callable[[Host], Transport], show: Callable[[str, str], None] | None = None) -> None:
         self.hosts = hosts
         self.duration = duration
         self.lines = lines
         self.show_all = show_all
         self.connect = connect
-        self.out = out
+        # show(text, kind): the caller's printer (output/console.py colours by kind on a terminal).
+        self.show = show or _plain
         self.q: queue.Queue[Line | None] = queue.Queue()
         self.stop = threading.Event()
         self.counts: Counter[tuple[str, str]] = Counter()
         self.errors: dict[str, str] = {}
         self.width = max([len(h.name) for h in hosts] + [4])
-        self._console: Any = None
-        if out.isatty():
-            self._console = Console(file=out, highlight=False, soft_wrap=True)
 
     # -- output ------------------------------------------------------------------------------
 
     def emit(self, line: Line) -> None:
-        text = format_line(line, self.width)
-        if self._console is not None:
-            self._console.print(Text(text, style=COLOURS.get(line.kind, "")))
-        else:
-            self.out.write(text + "\n")
-            self.out.flush()
+        self.show(format_line(line, self.width), line.kind)
 
     # -- followers ---------------------------------------------------------------------------
 

@@ -114,8 +114,10 @@ def diagnose(c: Context, flags: RunFlags, tail: int) -> None:
 def monitor(c: Context, flags: RunFlags, duration: float, lines: int, all: bool) -> None:  # noqa: A002
     """Follow the backend logs and nginx error logs of the selected hosts, one prefixed line each."""
     from remediations.checks.monitor import Monitor
+    from remediations.output.console import Printer
 
-    m = Monitor(flags.hosts(), duration=duration, lines=lines, show_all=all, connect=flags.connect().transport)
+    m = Monitor(flags.hosts(), duration=duration, lines=lines, show_all=all, connect=flags.connect().transport,
+                show=Printer().line)
     raise SystemExit(m.run())
 
 

@@ -31,10 +31,10 @@ class Printer:
     """Prints lines to one stream: on a terminal the first line of a block (or a whole line) styled by its
     status word, elsewhere the text as it is, flushed, never a control character."""
 
-    def __init__(self, out: TextIO | None = None, *, console: Any = None) -> None:
+    def __init__(self, out: TextIO | None = None, *, console: Any = None, plain: bool = False) -> None:
         self.out = out or sys.stdout
         self.console = console  # a rich Console owned by someone else (a live progress display)
-        if self.console is None and self.out.isatty():
+        if self.console is None and not plain and self.out.isatty():
             self.console = Console(file=self.out, highlight=False, soft_wrap=True)
 
     @property

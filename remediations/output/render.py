@@ -11,11 +11,9 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.text import Text
 
 from remediations.model.results import STATUSES, HostResult, RunResult
-
-COLOURS = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "skipped": "cyan"}
+from remediations.output.console import Printer
 
 
 def host_lines(r: HostResult, *, check: bool, diff: bool) -> list[str]:
@@ -51,15 +49,7 @@ def host_lines(r: HostResult, *, check: bool, diff: bool) -> list[str]:
 
 
 def print_host(r: HostResult, *, check: bool, diff: bool, out: TextIO = sys.stdout) -> None:
-    lines = host_lines(r, check=check, diff=diff)
-    if out.isatty():
-        console = Console(file=out, highlight=False)
-        console.print(Text(lines[0], style=COLOURS.get(r.status, "")))
-        for line in lines[1:]:
-            console.print(Text(line))
-    else:
-        out.write("\n".join(lines) + "\n")
-        out.flush()
+    Printer(out).block(host_lines(r, check=check, diff=diff), r.status)
 
 
 class FleetProgress:
@@ -90,14 +80,9 @@ class FleetProgress:
     def _emit(self, lines: list[str], status: str | None = None) -> None:
         if self.quiet:
             return
-        if self._progress is not None:
-            console = self._progress.console
-            console.print(Text(lines[0], style=COLOURS.get(status or "", "")))
-            for line in lines[1:]:
-                console.print(Text(line))
-        else:
-            self.out.write("\n".join(lines) + "\n")
-            self.out.flush()
+        # Above a live progress bar, through its own console; otherwise plain lines.
+        Printer(self.out, console=self._progress.console if self._progress is not None else None,
+                plain=self._progress is None).block(lines, status)
 
     def batch(self, index: int, count: int, hosts: list[str], canary: bool) -> None:
         with self._lock:

@@ -25,13 +25,13 @@ from rich.text import Text
 from remediations.model.errors import RemediationError
 from remediations.model.masking import Masker
 from remediations.model.results import RunResult, show
+from remediations.output.console import PALETTE
 
 FORMATS = ("table", "json", "junit", "prometheus")
 STDOUT = "-"
 # A NUL cuts a path short and a newline splits it (and a scheduled unit's line); neither is ever meant.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "SKIP"}
-_STYLE = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "cyan"}
 
 
 class ReportError(RemediationError):
@@ -127,7 +127,7 @@ def print_table_rich(run: RunResult, out: TextIO, masker: Masker) -> None:
                     detail += "\n" + masker(str(c["detail"]))
             elif c["status"] == "skipped":
                 detail = masker(str(c.get("detail") or ""))
-            table.add_row(h.host, c["id"], c["impact"], Text(_MARK[c["status"]], style=_STYLE[c["status"]]),
+            table.add_row(h.host, c["id"], c["impact"], Text(_MARK[c["status"]], style=PALETTE[c["status"]]),
                           detail)
     console.print(table)
     console.print(masker(recap(run)))
