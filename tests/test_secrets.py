@@ -47,6 +47,14 @@ def run(lab: Lab, *args: str, codes: tuple[int, ...] = (0, 2), env: dict[str, st
     return r.stdout + r.stderr
 
 
+def run_json(lab: Lab, *args: str, codes: tuple[int, ...] = (0, 2)) -> tuple[dict, str]:
+    """The JSON report (stdout alone: notes such as new drift go to stderr) and everything printed."""
+    r = lab.invoke(*args, timeout=180)
+    out = r.stdout + r.stderr
+    assert r.returncode in codes and "Traceback" not in out, (args, r.returncode, out)
+    return json.loads(r.stdout), out
+
+
 def with_flags(lab: Lab, tmp_path: Path, flags: dict[str, str]) -> str:
     inv = tmp_path / "inventory.yml"
     lines = "".join(f"      {k}: {json.dumps(v)}\n" for k, v in flags.items())
@@ -208,8 +216,8 @@ def test_env_secrets_and_rotated_token_in_no_output_history_or_webhook(lab: Lab,
         outputs["verify --report json"] = report.read_text()
         outputs["fix-rate-limit --check --diff"] = run(lab, "fix-rate-limit", *common, "--check", "--diff")
         outputs["fix-rate-limit --diff --json"] = run(lab, "fix-rate-limit", *common, "--diff", "--json")
-        outputs["verify (after)"] = run(lab, "verify", *common, "--history", str(history), "--webhook", hook.url,
-                                        "--json")
+        verified, outputs["verify (after)"] = run_json(lab, "verify", *common, "--history", str(history),
+                                                       "--webhook", hook.url, "--json")
         outputs["compliance-history"] = run(lab, "compliance-history", "--history", str(history))
         outputs["the compliance history"] = history.read_text()
         outputs["webhook bodies"] = "\n".join(hook.bodies)
@@ -223,7 +231,7 @@ def test_env_secrets_and_rotated_token_in_no_output_history_or_webhook(lab: Lab,
     diff = outputs["fix-rate-limit --check --diff"]
     assert "-API_TOKEN=***" in diff and "+API_TOKEN=***" in diff and '-API_SECRET="***"' in diff, diff
     assert "\n  -***\n  -***\n" in diff  # the PEM's lines, each masked
-    after = {c["id"]: c["status"] for c in json.loads(outputs["verify (after)"])["hosts"][0]["controls"]}
+    after = {c["id"]: c["status"] for c in verified["hosts"][0]["controls"]}
     assert after["env-flags"] == after["runtime-env"] == "pass", after  # (the site is another matter)
     running = lab.sh(host, "docker inspect -f '{{json .Config.Env}}' wealth_coach_backend").stdout
     assert new_token in running and new_key in running  # the rotation really happened
@@ -253,14 +261,15 @@ def test_probe_token_goes_only_to_the_hosts_own_ws_url(lab: Lab) -> None:
     args = ("probe", "--inventory", lab.inventory, "--limit", "lab4", "--duration", "2", "--stream", "2",
             "--idle", "0.5")
     try:
-        elsewhere = run(lab, *args, "--url", capture.url, "--json", codes=(1,))
+        elsewhere_report, elsewhere = run_json(lab, *args, "--url", capture.url, "--json", codes=(1,))
         shown = run(lab, *args, "--url", capture.url, codes=(1,))
         seen_without = list(capture.requests)
-        allowed = run(lab, *args, "--url", capture.url, "--send-token-to", "127.0.0.1", "--json", codes=(1,))
+        allowed_report, allowed = run_json(lab, *args, "--url", capture.url, "--send-token-to", "127.0.0.1",
+                                           "--json", codes=(1,))
         seen_with = capture.requests[len(seen_without):]
     finally:
         capture.close()
-    h = json.loads(elsewhere)["hosts"][0]
+    h = elsewhere_report["hosts"][0]
     assert len(seen_without) == 2 and all(lab.token not in r for r in seen_without), seen_without
     assert any("token not sent to 127.0.0.1" in w and "--send-token-to 127.0.0.1" in w for w in h["warnings"]), h
     assert h["round_trips"] == 0  # the host's .env was not even read
@@ -269,9 +278,9 @@ def test_probe_token_goes_only_to_the_hosts_own_ws_url(lab: Lab) -> None:
     # The lab's inventory sets ws_token_header: Authorization, so the token travels as a header.
     assert len(seen_with) == 1 and f"Authorization: Bearer {lab.token}" in seen_with[0], seen_with
     assert lab.token not in seen_with[0].split("\r\n", 1)[0]  # never in the request line
-    assert json.loads(allowed)["hosts"][0]["round_trips"] == 1
+    assert allowed_report["hosts"][0]["round_trips"] == 1
     none_shown(lab, "probe outputs", elsewhere + shown + allowed, [])
-    own = json.loads(run(lab, *args, "--json", codes=(0,)))["hosts"][0]  # its own ws_url: sent, and accepted
+    own = run_json(lab, *args, "--json", codes=(0,))[0]["hosts"][0]  # its own ws_url: sent, and accepted
     assert own["evidence"]["verdict"] == "stable" and not own["warnings"], own
 
 
@@ -282,8 +291,8 @@ def test_token_sent_in_a_header_never_reaches_nginxs_access_log(lab: Lab, reset_
     host = "lab3"
     reset_after.add(host)
     lab.sh(host, ": > /var/log/nginx/access.log")
-    out = run(lab, "verify", "--inventory", lab.inventory, "--limit", host, "--report", "json")
-    upgrade = next(c for c in json.loads(out)["hosts"][0]["controls"] if c["id"] == "ws-upgrade")
+    report, _ = run_json(lab, "verify", "--inventory", lab.inventory, "--limit", host, "--report", "json")
+    upgrade = next(c for c in report["hosts"][0]["controls"] if c["id"] == "ws-upgrade")
     assert upgrade["status"] == "pass", upgrade  # the backend took the token from the header
     run(lab, "probe", "--inventory", lab.inventory, "--limit", host, "--duration", "2", "--stream", "3",
         "--idle", "0.5")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -274,8 +275,19 @@ def test_an_unreadable_revoked_line_refuses_rather_than_ignoring_it(lab: Lab, tm
 
 
 def restart_sshd(lab: Lab, name: str) -> None:
+    """A new sshd with the host's current config; returns once it accepts connections (sshd daemonises
+    before it listens, so its exit alone says nothing)."""
     lab.sh(name, "kill $(cat /run/sshd.pid); i=0; while [ -e /run/sshd.pid ] && [ $i -lt 50 ]; do "
                  "i=$((i+1)); sleep 0.1; done; /usr/sbin/sshd -f /etc/ssh/sshd_config -E /var/log/sshd.log")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((lab.address(name), 22), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @pytest.fixture

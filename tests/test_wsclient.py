@@ -18,7 +18,7 @@ import pytest
 from remediations.checks.wsclient import Closed, WSConnection, WSError, connect, mask_url, ping_intervals
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "remediations" / "lab" / "backend" / "server.py"
+SERVER = ROOT / "lab" / "backend" / "server.py"
 PYTHON = "/usr/bin/python3"
 TOKEN = "s3cr3t-lab-token-4242"  # noqa: S105 (loopback test server only)
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S")
