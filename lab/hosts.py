@@ -436,6 +436,27 @@ def write_client_files(hosts: list[LabHost], state: dict) -> None:
     _write(d / "inventory.yml", "".join(inv))
 
 
+# The lab id is machine-wide (bridge, namespace names, subnet) while the state lives in one checkout's
+# lab dir: this file names the lab dir that holds the id, so a second checkout cannot take it over or
+# tear it down (a test run in one clone once removed the bridge under a CI run in another).
+OWNER = Path("/run/wsguard-lab") / str(LAB_ID)
+
+
+def _owner() -> str | None:
+    try:
+        return OWNER.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def require_own_id() -> None:
+    owner = _owner()
+    if owner and owner != str(lab_dir()) and Path(owner).is_dir():
+        raise LabError(f"lab id {LAB_ID} is in use by the lab in {owner}",
+                       hint=f"set WSGUARD_LAB_ID to another number, or run `invoke lab.down` from that checkout "
+                            f"(if that lab is gone, remove {OWNER})")
+
+
 def up(count: int = 3, profile: str = "seed") -> tuple[list[LabHost], list[str]]:
     """Bring lab1..labN up in parallel; hosts already running are kept. Returns (hosts, started)."""
     require_lab_support()
@@ -443,8 +464,11 @@ def up(count: int = 3, profile: str = "seed") -> tuple[list[LabHost], list[str]]
         raise LabError(f"unknown profile {profile!r}", hint=f"use one of {', '.join(PROFILES)}")
     if count < 1:
         raise LabError("--hosts must be at least 1")
+    require_own_id()
     d = lab_dir()
     d.mkdir(parents=True, exist_ok=True)
+    OWNER.parent.mkdir(parents=True, exist_ok=True)
+    OWNER.write_text(f"{d}\n")
     state = _ensure_secrets(load_state())
     _ensure_client_key()
     _ensure_ns_dir()
@@ -468,6 +492,7 @@ def up(count: int = 3, profile: str = "seed") -> tuple[list[LabHost], list[str]]
 def down() -> list[str]:
     """Remove every namespace, veth, mount, process and file the lab made; keep the image cache."""
     require_lab_support()
+    require_own_id()
     d = lab_dir()
     state = load_state()
     names = set(state.get("hosts", {}))
@@ -490,6 +515,8 @@ def down() -> list[str]:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+    if _owner() == str(d):
+        OWNER.unlink(missing_ok=True)
     return removed
 
 

@@ -90,6 +90,7 @@ def lab() -> Iterator[Lab]:
         pytest.skip(f"{why}: lab tests need Linux and root (run `bash scripts/test.sh` as root)")
     from lab import hosts
 
+    hosts.require_own_id()  # another checkout's lab with this id: refuse before touching anything
     try:
         hosts.up(LAB_HOSTS, "seed")
     except BaseException:

@@ -128,3 +128,26 @@ def test_unknown_host_and_fault_are_clear_errors(lab: Lab) -> None:
     assert r.returncode == 1 and "unknown lab host" in r.stderr and "Traceback" not in r.stderr
     r = lab.invoke("lab.fault", "lab1", "meteor")
     assert r.returncode == 1 and "unknown fault" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_lab_id_held_by_another_checkout_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The id is machine-wide: bringing up or tearing down a lab whose id another checkout's lab holds
+    would take over or remove that lab's bridge and namespaces."""
+    import pytest
+
+    from lab import hosts
+    from lab.errors import LabError
+
+    other = tmp_path / "other-checkout" / ".lab-5"
+    other.mkdir(parents=True)
+    owner = tmp_path / "owner"
+    monkeypatch.setattr(hosts, "OWNER", owner)
+    owner.write_text(f"{other}\n")
+    for action in (hosts.require_own_id, hosts.down, lambda: hosts.up(1)):
+        with pytest.raises(LabError, match="is in use by the lab in"):
+            action()
+    owner.write_text(f"{hosts.lab_dir()}\n")  # our own: allowed
+    hosts.require_own_id()
+    other.rmdir()  # the other lab's directory is gone: a stale claim does not block
+    owner.write_text(f"{other}\n")
+    hosts.require_own_id()
