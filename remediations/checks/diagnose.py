@@ -28,12 +28,12 @@ from remediations.checks.logpatterns import (
     RE_UPSTREAM_TIMEOUT,
     starts,
 )
+from remediations.edit import nginx_effective
 from remediations.edit.envfile import read_values
-from remediations.edit.nginxconf import location_blocks, parse_directive, server_directives_for, split_nginx_T
+from remediations.edit.nginxconf import parse_directive
 from remediations.edit.nginxplan import _ms as nginx_ms
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
-from remediations.model.errors import NginxConfError
 from remediations.model.facts import container_env, content, running_config_stale
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
@@ -43,9 +43,9 @@ DEFAULT_TAIL = 500
 FALSE = {"false", "0", "no", "off", ""}
 PING_KEYS = ("WS_PING_INTERVAL", "PING_INTERVAL", "WS_HEARTBEAT_INTERVAL")
 RATE_KEYS = ("WS_RATE_LIMIT_ENABLED", "RATE_LIMIT_ENABLED")
-# nginx's defaults for what a WebSocket location needs.
-NGINX_DEFAULTS = {"proxy_read_timeout": "60s", "proxy_send_timeout": "60s", "proxy_http_version": "1.0",
-                  "proxy_buffering": "on", "proxy_socket_keepalive": "off"}
+# The settings of the WebSocket location that diagnose reports (values and defaults: nginx_effective).
+WATCHED = ("proxy_read_timeout", "proxy_send_timeout", "proxy_http_version", "proxy_buffering",
+           "proxy_socket_keepalive")
 
 
 
@@ -105,35 +105,25 @@ def seconds(value: str | None) -> float | None:
 
 
 def location_settings(dump: str, location: str) -> list[dict[str, Any]]:
-    """The WebSocket location's effective settings in every file of `nginx -T` that has it (pure).
+    """The WebSocket location's effective settings, for each block of it in nginx's tree (pure).
 
-    A directive comes from the location, else its server block, else nginx's default; proxy_set_header
-    is inherited only when the location sets none of its own (nginx's rule).
+    Values merge as nginx merges them (location, server, http in nginx.conf or any included file, then
+    the default; proxy_set_header from the nearest level that sets any); `NAME_from` names the level,
+    `NAME_at` the file and line as well.
     """
     found = []
-    for path, text in split_nginx_T(dump).items():
-        try:
-            blocks = location_blocks(text, location)
-            servers = server_directives_for(text, location)
-        except NginxConfError:
-            continue
-        for own, srv in zip(blocks, servers, strict=False):
-            s: dict[str, Any] = {"file": path, "location": location}
-            for name, default in NGINX_DEFAULTS.items():
-                mine = [a for n, a in own if n == name]
-                theirs = [a for n, a in srv if n == name]
-                if mine:
-                    s[name], s[name + "_from"] = " ".join(mine[-1]), "location"
-                elif theirs:
-                    s[name], s[name + "_from"] = " ".join(theirs[-1]), "server"
-                else:
-                    s[name], s[name + "_from"] = default, "default"
-            headers = [a for n, a in own if n == "proxy_set_header"] or [a for n, a in srv if n == "proxy_set_header"]
-            hmap = {a[0].lower(): " ".join(a[1:]) for a in headers if a}
-            s["upgrade_header"] = hmap.get("upgrade")
-            s["connection_header"] = hmap.get("connection")
-            s["read_timeout_seconds"] = seconds(str(s["proxy_read_timeout"]).split()[0])
-            found.append(s)
+    for lv in nginx_effective.load(dump).find(location):
+        s: dict[str, Any] = {"file": lv.file, "line": lv.line, "location": location}
+        for name in WATCHED:
+            got = nginx_effective.setting(lv, name)
+            s[name], s[name + "_from"], s[name + "_at"] = got.value, got.level, got.source
+        lines = nginx_effective.headers(lv)
+        hmap = {h.args[0].lower(): " ".join(h.args[1:]) for h in lines if h.args}
+        s["upgrade_header"] = hmap.get("upgrade")
+        s["connection_header"] = hmap.get("connection")
+        s["headers_from"] = lines[0].source
+        s["read_timeout_seconds"] = seconds(str(s["proxy_read_timeout"]).split()[0])
+        found.append(s)
     return found
 
 
@@ -472,7 +462,7 @@ def report_lines(ev: dict[str, Any]) -> list[str]:
         out.extend(f"     | {line}" for line in c["lines"][-3:])
     for s in ev.get("nginx_locations", []):
         out.append(f"  nginx {s['file']} location {s['location']}: proxy_read_timeout {s['proxy_read_timeout']} "
-                   f"({s['proxy_read_timeout_from']}), proxy_http_version {s['proxy_http_version']}, "
+                   f"({s['proxy_read_timeout_at']}), proxy_http_version {s['proxy_http_version']}, "
                    f"Upgrade {'set' if s['upgrade_header'] else 'MISSING'}, proxy_buffering {s['proxy_buffering']}")
     c = ev.get("container") or {}
     ping = ev.get("ping_interval")

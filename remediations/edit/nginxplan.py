@@ -10,16 +10,16 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
+from remediations.edit import nginx_effective
+from remediations.edit.nginx_effective import Level, resolve_include
 from remediations.edit.nginxconf import (
     ensure_directives_by_block,
     identity,
     location_blocks,
     parse_directive,
     render_directive,
-    server_directives_for,
     split_nginx_T,
     top_directives,
 )
@@ -63,6 +63,7 @@ class NginxPlan:
     unsupported: list[tuple[str, str]] = field(default_factory=list)  # (directive, "needs nginx >= X.Y.Z")
     include_conflicts: list[str] = field(default_factory=list)
     copied_inherited: list[str] = field(default_factory=list)
+    kept_inherited: list[tuple[str, str]] = field(default_factory=list)  # (desired, "value from level (file:line)")
     original: str = field(default="", repr=False)  # the input; set by plan_site for `changed`
 
     @property
@@ -90,15 +91,6 @@ def _equivalent(name: str, want: list[str], found: list[str]) -> bool:
     return False
 
 
-def _resolve(arg: str, included: Mapping[str, str]) -> list[str]:
-    """Paths in `included` that `include arg` loads (relative to /etc/nginx; globs per segment)."""
-    pattern = posixpath.normpath(posixpath.join(_PREFIX, arg)).split("/")
-    return sorted(
-        p for p in included
-        if len(p.split("/")) == len(pattern) and all(map(fnmatchcase, p.split("/"), pattern))
-    )
-
-
 def _expand(directives: list[tuple[str, list[str]]], included: Mapping[str, str],
             depth: int = 0) -> list[tuple[str, str, list[str]]]:
     """(file, name, args) for every directive reached through include, recursively."""
@@ -106,7 +98,7 @@ def _expand(directives: list[tuple[str, list[str]]], included: Mapping[str, str]
     for name, args in directives:
         if name != "include" or not args or depth >= _MAX_INCLUDE_DEPTH:
             continue
-        for path in _resolve(args[0], included):
+        for path in resolve_include(args[0], _PREFIX, included):
             try:
                 inner = top_directives(included[path])
             except NginxConfError as e:
@@ -118,14 +110,20 @@ def _expand(directives: list[tuple[str, list[str]]], included: Mapping[str, str]
 
 def plan_site(text: str, location: str, desired: list[str], *,
               nginx_version: tuple[int, int, int] | None = None,
-              included: Mapping[str, str] | None = None) -> NginxPlan:
-    """Judge each matching location block on its own, then edit them all in one pass."""
+              included: Mapping[str, str] | None = None, site_path: str = "site") -> NginxPlan:
+    """Judge each matching location block on its own, then edit them all in one pass.
+
+    A block is judged by what nginx gives it: its own directives, those of files it includes, and what
+    it inherits from its server and the http block (when `included`, nginx -T's files, holds the file
+    that includes the site).
+    """
     included = included or {}
     own = location_blocks(text, location)  # raises LocationNotFound
     via_include = [_expand(block, included) for block in own]
-    servers = server_directives_for(text, location)
+    levels = site_levels(text, location, included, site_path)
     plan = NginxPlan(new_text=text, original=text)
     per_block: list[list[str]] = [[] for _ in own]
+    inherited_headers: list[list[tuple[str, str]]] = [[] for _ in own]
 
     for d in desired:
         name, args = parse_directive(d)
@@ -134,7 +132,7 @@ def plan_site(text: str, location: str, desired: list[str], *,
         if need and nginx_version and nginx_version < need:
             plan.unsupported.append((d, "needs nginx >= " + ".".join(map(str, need))))
             continue
-        for i, (block, inc) in enumerate(zip(own, via_include, strict=True)):
+        for i, (block, inc, level) in enumerate(zip(own, via_include, levels, strict=True)):
             # set by an included file: a second copy would fail nginx -t as "duplicate"
             hits = [(p, a) for p, n, a in inc if identity(n, a) == ident]
             if hits:
@@ -149,18 +147,61 @@ def plan_site(text: str, location: str, desired: list[str], *,
                 # compliant in another spelling: leave the user's text alone
                 _add(plan.kept_equivalent, (d, render_directive(name, found)))
                 continue
+            if found is None:
+                held = _inherited(level, name, args)
+                if held and name == "proxy_set_header":
+                    inherited_headers[i].append((d, held))  # kept unless the block gets a header of its own
+                    continue
+                if held:
+                    _add(plan.kept_inherited, (d, held))
+                    continue
             per_block[i].append(d)
-        if any(d in ds for ds in per_block):
-            plan.ensured.append(d)
 
-    for i, (block, inc, server) in enumerate(zip(own, via_include, servers, strict=True)):
-        copies = _inherited_copies(block, inc, server, per_block[i], included)
+    for i, (block, level) in enumerate(zip(own, levels, strict=True)):
+        gets_header = any(parse_directive(d)[0] == "proxy_set_header" for d in per_block[i])
+        for d, held in inherited_headers[i]:
+            if gets_header:  # its first own header ends the inheritance: ensure this one too
+                per_block[i].append(d)
+            else:
+                _add(plan.kept_inherited, (d, held))
+        copies = _inherited_copies(block, level, per_block[i])
         for c in copies:
             _add(plan.copied_inherited, c)
         per_block[i] = copies + per_block[i]
+    plan.ensured = [d for d in desired if any(d in ds for ds in per_block)]
     if any(per_block):
         plan.new_text = ensure_directives_by_block(text, location, per_block)
     return plan
+
+
+def site_levels(text: str, location: str, included: Mapping[str, str], site_path: str) -> list[Level]:
+    """The site's matching location blocks as levels of nginx's tree (file order). The site hangs where
+    nginx includes it: under the level that includes the dump's file with the very same text."""
+    tree = nginx_effective.load(_dump(included)) if included else None
+    loaded = next((p for p, t in included.items() if t == text), None)
+    outer = tree.outer.get(loaded) if tree and loaded else None
+    files = {**included, site_path: text}
+    prefix = posixpath.dirname(next(iter(included))) if included else _PREFIX
+    return nginx_effective.standalone(text, site_path, outer, files, prefix).find(location)
+
+
+def _dump(files: Mapping[str, str]) -> str:
+    return "".join(f"# configuration file {p}:\n{t}\n" for p, t in files.items())
+
+
+def _inherited(level: Level, name: str, args: list[str]) -> str | None:
+    """Where the location inherits an equivalent of `name args` from (its server, the http block...), or
+    None: not inherited, only nginx's default, or set differently."""
+    if any(d.name == name for d in level.directives):
+        return None  # the block's own (or its includes'): not inherited
+    if name == "proxy_set_header":
+        same = [h for h in nginx_effective.headers(level)
+                if h.file and identity(name, h.args) == identity(name, args) and _equivalent(name, args, h.args)]
+        return f"{render_directive(name, same[-1].args)} from {same[-1].source}" if same else None
+    got = nginx_effective.setting(level, name)
+    if got.file is None or not _equivalent(name, args, got.args):
+        return None
+    return f"{render_directive(name, got.args)} from {got.source}"
 
 
 def _add(items: list[Any], item: Any) -> None:
@@ -168,25 +209,24 @@ def _add(items: list[Any], item: Any) -> None:
         items.append(item)
 
 
-def _inherited_copies(block: list[tuple[str, list[str]]], inc: list[tuple[str, str, list[str]]],
-                      server: list[tuple[str, list[str]]], ensured: list[str],
-                      included: Mapping[str, str]) -> list[str]:
-    """Server-level proxy_set_header lines to copy into a location that currently inherits them.
+def _inherited_copies(block: list[tuple[str, list[str]]], level: Level, ensured: list[str]) -> list[str]:
+    """Inherited proxy_set_header lines (from the server or the http block) to copy into a location
+    that gets its first header of its own.
 
-    nginx inherits proxy_set_header only into a location that has none of its own, so adding
-    our first one would silently drop the server's Host / X-Forwarded-* headers.
+    nginx inherits proxy_set_header only into a location that has none of its own, so adding our first
+    one would silently drop the Host / X-Forwarded-* headers set above it.
     """
     wanted = [parse_directive(d) for d in ensured]
     if not any(n == "proxy_set_header" for n, _ in wanted):
         return []
-    if any(n == "proxy_set_header" for n, _ in block) or any(n == "proxy_set_header" for _, n, _ in inc):
-        return []  # has its own: inherits nothing, nothing to preserve
+    if any(d.name == "proxy_set_header" for d in level.directives):
+        return []  # has its own (or an included file's): inherits nothing, nothing to preserve
     taken = {identity(n, a) for n, a in wanted} | {identity(n, a) for n, a in block}
     copies: list[str] = []
-    for n, a in server + [(n, a) for _, n, a in _expand(server, included)]:
-        if n == "proxy_set_header" and identity(n, a) not in taken:
-            taken.add(identity(n, a))
-            copies.append(render_directive(n, a))
+    for a in (h.args for h in nginx_effective.headers(level) if h.file):  # not nginx's own defaults
+        if identity("proxy_set_header", a) not in taken:
+            taken.add(identity("proxy_set_header", a))
+            copies.append(render_directive("proxy_set_header", a))
     return copies
 
 
@@ -219,7 +259,7 @@ def site_plan(host: Host, facts: dict[str, Any], directives: list[str],
     included = split_nginx_T(ng.get("dump", "")) if ng.get("test_ok") else {}
     try:
         plan = plan_site(text, ws.ws_location, directives, nginx_version=parse_nginx_version(ng.get("version", "")),
-                         included=included)
+                         included=included, site_path=ws.nginx_site)
     except NginxConfError as exc:
         raise type(exc)(f"{host.name}: {ws.nginx_site}: {exc.message}", exc.hint) from None
     return plan, f, text

@@ -37,7 +37,8 @@ class NginxFix:
         plan.warnings += [f"copied from the server block so it is not silently dropped: {d}"
                           for d in sp.copied_inherited]
         plan.evidence = {"nginx_site": ws.nginx_site, "resolved": f.get("resolved"), "nginx_version": ng.get("version"),
-                         "kept_equivalent": [f"{found} (for {want})" for want, found in sp.kept_equivalent]}
+                         "kept_equivalent": [f"{found} (for {want})" for want, found in sp.kept_equivalent],
+                         "kept_inherited": [f"{held} (for {want})" for want, held in sp.kept_inherited]}
         if not ng.get("master"):
             plan.warnings.append("nginx is not running: nothing to reload")
             if not sp.changed:
@@ -73,6 +74,8 @@ class NginxFix:
             said = f"{held} of the {total} directives are in {where} (the warnings say why not the others)"
         if sp.kept_equivalent:
             said += f", {len(sp.kept_equivalent)} of them in an equivalent spelling"
+        if sp.kept_inherited:
+            said += f", {len(sp.kept_inherited)} inherited ({'; '.join(held for _, held in sp.kept_inherited)})"
         return said
 
 

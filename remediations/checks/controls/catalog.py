@@ -168,10 +168,12 @@ def nginx_directives(ctx: Context) -> Outcome:
     want = list(ws.nginx_directives)
     sp, _f, text = site_plan(ctx.inv, ctx.facts, want, ctx.masker)
     notes = [f"{d}: {why}" for d, why in sp.unsupported] + sp.include_conflicts
+    notes += [f"inherited: {held}" for _, held in sp.kept_inherited]
     detail = f"location {ws.ws_location} in {ws.nginx_site}" + (f"; {'; '.join(notes)}" if notes else "")
     if not sp.changed:
-        return passed(want, "all present" + (f" ({len(sp.kept_equivalent)} in an equivalent spelling)"
-                                              if sp.kept_equivalent else ""), detail)
+        how = [f"{len(sp.kept_equivalent)} in an equivalent spelling"] if sp.kept_equivalent else []
+        how += [f"{len(sp.kept_inherited)} inherited"] if sp.kept_inherited else []
+        return passed(want, "all present" + (f" ({', '.join(how)})" if how else ""), detail)
     return failed(want, _site_difference(text, sp.new_text), detail + "; fix-nginx would write the missing lines")
 
 
