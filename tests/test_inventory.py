@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remediations.model.defaults import DEFAULT_ENV_FLAGS, DEFAULT_NGINX_DIRECTIVES
 from remediations.model.errors import InventoryError
 from remediations.model.inventory import (
-    DEFAULT_ENV_FLAGS,
-    DEFAULT_NGINX_DIRECTIVES,
     Host,
     Inventory,
     WsVars,

@@ -32,8 +32,8 @@ class WSError(RemediationError):
 
     kind = "websocket"
 
-    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
-        super().__init__(message, hint)
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.status = status
 
 
@@ -100,9 +100,9 @@ def connect(
     try:
         sock: socket.socket = socket.create_connection((parts.hostname, port), timeout=timeout)
     except TimeoutError as e:
-        raise WSError(f"{shown}: connect timed out after {timeout:g}s", "is the port filtered?") from e
+        raise WSError(f"{shown}: connect timed out after {timeout:g}s", hint="is the port filtered?") from e
     except OSError as e:
-        raise WSError(f"{shown}: cannot connect: {e.strerror or e}", "is the service listening?") from e
+        raise WSError(f"{shown}: cannot connect: {e.strerror or e}", hint="is the service listening?") from e
     try:
         if parts.scheme == "wss":
             ctx = ssl.create_default_context()
@@ -178,7 +178,7 @@ class WSConnection:
             resp[name.strip().lower()] = value.strip()
         if status != 101:
             hint = "check the token" if status in (401, 403) else None
-            raise WSError(f"{shown}: handshake refused with HTTP {status}", hint, status=status)
+            raise WSError(f"{shown}: handshake refused with HTTP {status}", hint=hint, status=status)
         digest = hashlib.sha1((key + GUID).encode(), usedforsecurity=False).digest()
         expected = base64.b64encode(digest).decode()
         if resp.get("sec-websocket-accept") != expected:

@@ -24,9 +24,10 @@ from remediations.edit.nginxconf import (
     top_directives,
 )
 from remediations.edit.secrets import learn_nginx_secrets
+from remediations.model.defaults import DEFAULT_NGINX_DIRECTIVES
 from remediations.model.errors import AgentError, NginxConfError
 from remediations.model.facts import content, file_fact
-from remediations.model.inventory import DEFAULT_NGINX_DIRECTIVES, Host
+from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
 # One list of defaults, kept with the inventory's other defaults.
@@ -102,7 +103,7 @@ def _expand(directives: list[tuple[str, list[str]]], included: Mapping[str, str]
             try:
                 inner = top_directives(included[path])
             except NginxConfError as e:
-                raise NginxConfError(f"{path}: {e.message}", e.hint) from None
+                raise NginxConfError(f"{path}: {e.message}", hint=e.hint) from None
             out += [(path, n, a) for n, a in inner]
             out += _expand(inner, included, depth + 1)
     return out
@@ -261,5 +262,5 @@ def site_plan(host: Host, facts: dict[str, Any], directives: list[str],
         plan = plan_site(text, ws.ws_location, directives, nginx_version=parse_nginx_version(ng.get("version", "")),
                          included=included, site_path=ws.nginx_site)
     except NginxConfError as exc:
-        raise type(exc)(f"{host.name}: {ws.nginx_site}: {exc.message}", exc.hint) from None
+        raise type(exc)(f"{host.name}: {ws.nginx_site}: {exc.message}", hint=exc.hint) from None
     return plan, f, text

@@ -14,7 +14,7 @@ class RemediationError(Exception):
 
     kind = "error"
 
-    def __init__(self, message: str, hint: str | None = None, *, kind: str | None = None,
+    def __init__(self, message: str, *, hint: str | None = None, kind: str | None = None,
                  evidence: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message

@@ -23,19 +23,19 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from remediations.model.defaults import (
+    DEFAULT_APP_DIR,
+    DEFAULT_BACKEND_CONTAINER,
+    DEFAULT_COMPOSE_SERVICE,
+    DEFAULT_ENV_FLAGS,
+    DEFAULT_JOURNAL_KEEP,
+    DEFAULT_MAX_ENV_BYTES,
+    DEFAULT_MAX_SITE_BYTES,
+    DEFAULT_NGINX_DIRECTIVES,
+    DEFAULT_WS_LOCATION,
+)
 from remediations.model.errors import InventoryError
 
-DEFAULT_ENV_FLAGS = {"WS_RATE_LIMIT_ENABLED": "false", "WS_MAX_MESSAGES_PER_MINUTE": "1000"}
-DEFAULT_NGINX_DIRECTIVES = [
-    "proxy_http_version 1.1",
-    "proxy_set_header Upgrade $http_upgrade",
-    'proxy_set_header Connection "upgrade"',
-    "proxy_read_timeout 86400s",
-    "proxy_send_timeout 86400s",
-    "proxy_buffering off",
-    "proxy_socket_keepalive on",
-    "keepalive_timeout 86400s",
-]
 DEFAULT_INVENTORY = "inventory/"
 NGINX_RELOAD_MODES = ("auto", "signal", "service", "systemd")
 _DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -51,8 +51,6 @@ _SERVICE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 # in a file, a unit or a report, and neither can be seen in a message.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MIB = 1024 * 1024
-DEFAULT_MAX_ENV_BYTES = _MIB
-DEFAULT_MAX_SITE_BYTES = 16 * _MIB
 _MAX_FILE_BYTES = 1024 * _MIB  # a larger .env or site is surely a typo, and would be read into memory
 _MAX_JOURNAL_KEEP = 10_000
 _RANGE = re.compile(r"\[([0-9]+|[a-z]):([0-9]+|[a-z])(?::([0-9]+))?\]")  # web[01:20] or db[a:f], as Ansible
@@ -63,20 +61,20 @@ _MAX_RANGE_HOSTS = 10_000
 class WsVars:
     """wsguard's own vars for one host, validated, defaults filled in (taken from the incident)."""
 
-    app_dir: str = "/opt/wealth-coach-ai"
+    app_dir: str = DEFAULT_APP_DIR
     env_file: str = ""  # "" means <app_dir>/.env; a relative value is relative to app_dir
-    compose_service: str = "backend"
-    backend_container: str = "wealth_coach_backend"
+    compose_service: str = DEFAULT_COMPOSE_SERVICE
+    backend_container: str = DEFAULT_BACKEND_CONTAINER
     # Required, and keyword-only so the fields above keep their defaults and their order.
     nginx_site: str = field(kw_only=True)
-    ws_location: str = "/ws/"
+    ws_location: str = DEFAULT_WS_LOCATION
     known_hosts: str = ""  # "" means ~/.ssh/known_hosts, expanded
     ws_url: str | None = None
     ws_token_key: str | None = None
     ws_token_header: str | None = None  # send the token in this header, not the query string
     env_flags: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_FLAGS))
     nginx_directives: list[str] = field(default_factory=lambda: list(DEFAULT_NGINX_DIRECTIVES))
-    journal_keep: int = 20
+    journal_keep: int = DEFAULT_JOURNAL_KEEP
     nginx_reload: str = "auto"
     # Trees besides the defaults (app_dir for the .env; nginx's config directory for the site) that a
     # managed file may be a symlink into; the agent decides what is allowed.
@@ -186,18 +184,18 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
-            raise InventoryError(f"cannot read inventory directory {path}: {e.strerror}", _HINT_INVENTORY) from e
+            raise InventoryError(f"cannot read inventory directory {path}: {e.strerror}", hint=_HINT_INVENTORY) from e
         sources = [
             os.path.join(path, n)
             for n in names
             if n.endswith((".yml", ".yaml")) and not n.startswith(".") and os.path.isfile(os.path.join(path, n))
         ]
         if not sources:
-            raise InventoryError(f"inventory directory {path} holds no *.yml or *.yaml file", _HINT_INVENTORY)
+            raise InventoryError(f"inventory directory {path} holds no *.yml or *.yaml file", hint=_HINT_INVENTORY)
     elif os.path.exists(path):
         base_dir, sources = os.path.dirname(path) or ".", [path]
     else:
-        raise InventoryError(f"inventory not found: {path}", _HINT_INVENTORY)
+        raise InventoryError(f"inventory not found: {path}", hint=_HINT_INVENTORY)
 
     builder = _Builder()
     for source in sources:
@@ -238,15 +236,15 @@ def _read_yaml(path: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
-        raise InventoryError(f"{where}: invalid YAML: {e.problem or e.context}", "fix the YAML there") from e
+        raise InventoryError(f"{where}: invalid YAML: {e.problem or e.context}", hint="fix the YAML there") from e
     except yaml.YAMLError as e:
         raise InventoryError(f"{path}: invalid YAML: {e}") from e
     except UnicodeDecodeError as e:
         raise InventoryError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except ValueError as e:  # a scalar YAML reads as a number or a date it cannot make (5,000 digits, 2024-13-01)
-        raise InventoryError(f"{path}: invalid YAML value: {e}", "quote the value if it is meant as text") from e
+        raise InventoryError(f"{path}: invalid YAML value: {e}", hint="quote the value if it is meant as text") from e
     except OSError as e:
-        raise InventoryError(f"{path}: cannot read: {e.strerror}", _HINT_INVENTORY) from e
+        raise InventoryError(f"{path}: cannot read: {e.strerror}", hint=_HINT_INVENTORY) from e
 
 
 def _vars_files(folder: str, name: str) -> list[str]:
@@ -493,7 +491,7 @@ def _checked_vars(file: str, owner: str, data: Any) -> dict[str, Any]:
                 _CHECKS[key](value)
             except _Bad as e:
                 raise InventoryError(f"{file}: {owner}: {key}: expected {e}, got {_got(value)}",
-                                     e.hint or f"fix {key} there") from None
+                                     hint=e.hint or f"fix {key} there") from None
     return dict(data)
 
 
@@ -515,7 +513,7 @@ def _expand_host(file: str, group: str, key: Any) -> tuple[list[str], int | None
     # A host name is printed in every report line and is the address when ansible_host is not set.
     if _CONTROL.search(name) or name.startswith("-"):
         raise InventoryError(f"{file}: group '{group}': host name {key!r} starts with '-' or holds a control "
-                             "character", "name the host as DNS does (letters, digits, '.', '-' inside)")
+                             "character", hint="name the host as DNS does (letters, digits, '.', '-' inside)")
     m = re.fullmatch(r"(.+):([0-9]+)", name)
     if m and ":" not in re.sub(r"\[[^\]]*\]", "", m[1]):  # not an IPv6 address
         name, port = m[1], int(m[2]) if len(m[2]) <= 6 else 0  # thousands of digits never reach int()
@@ -531,7 +529,7 @@ def _expand_host(file: str, group: str, key: Any) -> tuple[list[str], int | None
         count *= len(range(beg, end + 1, max(step, 1)))
     if count > _MAX_RANGE_HOSTS:
         raise InventoryError(f"{file}: group '{group}': host range {key!r} makes more than {_MAX_RANGE_HOSTS} hosts",
-                             "check the range's bounds")
+                             hint="check the range's bounds")
     return _expand_ranges(file, group, name), port
 
 
@@ -564,7 +562,7 @@ class _Builder:
         if not isinstance(data, dict):
             raise InventoryError(
                 f"{file}: the top level must be a mapping of group names (usually `all:`), got {_got(data)}",
-                "see https://docs.ansible.com/ansible/latest/inventory_guide/intro_inventory.html",
+                hint="see https://docs.ansible.com/ansible/latest/inventory_guide/intro_inventory.html",
             )
         for name, body in data.items():
             # Top-level groups other than `all` are children of `all`, as in Ansible.
@@ -574,7 +572,7 @@ class _Builder:
         if not isinstance(name, str) or not name.strip():
             raise InventoryError(f"{file}: group name {name!r} must be a non-empty string")
         if _CONTROL.search(name):
-            raise InventoryError(f"{file}: group name {name!r} holds a control character", "rename the group")
+            raise InventoryError(f"{file}: group name {name!r} holds a control character", hint="rename the group")
         if name == "all" and parent:
             raise InventoryError(f"{file}: group '{parent}': `all` cannot be a child of another group")
         group = self.groups.setdefault(name, _Group())
@@ -590,14 +588,14 @@ class _Builder:
         if unknown:
             raise InventoryError(
                 f"{file}: group '{name}': unknown key '{unknown[0]}' (a group holds only hosts, vars, children)",
-                "put a host's vars under hosts: NAME:, a group's vars under vars:",
+                hint="put a host's vars under hosts: NAME:, a group's vars under vars:",
             )
         group.vars.update(_checked_vars(file, f"group '{name}'", body.get("vars")))
         for key, what in (("hosts", "host name: vars"), ("children", "group name: group")):
             if not isinstance(body.get(key), dict | None):
                 raise InventoryError(
                     f"{file}: group '{name}': {key} must be a mapping of {what}, got {_got(body[key])}",
-                    "write each entry as `name:` on its own line; the trailing colon makes it a mapping key",
+                    hint="write each entry as `name:` on its own line; the trailing colon makes it a mapping key",
                 )
         for key, host_vars in (body.get("hosts") or {}).items():
             names, port = _expand_host(file, name, key)
@@ -605,7 +603,7 @@ class _Builder:
                 raise InventoryError(
                     f"{file}: group '{name}': host '{key}' must map to a mapping of vars (or nothing), "
                     f"got {_got(host_vars)}",
-                    f"write `{key}:` then its vars indented below, e.g. `ansible_host: 10.0.0.5`",
+                    hint=f"write `{key}:` then its vars indented below, e.g. `ansible_host: 10.0.0.5`",
                 )
             inline = _checked_vars(file, f"host '{key}'", host_vars)
             for host in names:
@@ -637,7 +635,7 @@ class _Builder:
 
     def build(self, path: str, base_dir: str) -> Inventory:
         if not self.hosts:
-            raise InventoryError(f"{path}: the inventory defines no hosts", _HINT_INVENTORY)
+            raise InventoryError(f"{path}: the inventory defines no hosts", hint=_HINT_INVENTORY)
         depths = self._depths(path)
         order = sorted(self.groups, key=lambda g: (depths[g], g))  # Ansible's precedence order
 
@@ -685,14 +683,14 @@ def _make_host(path: str, base_dir: str, name: str, groups: tuple[str, ...], v: 
     if "nginx_site" not in v:
         raise InventoryError(
             f"{path}: host '{name}': nginx_site is not set (expected the absolute path of its nginx site file)",
-            "set nginx_site in the host's vars, its group's vars or group_vars/all.yml",
+            hint="set nginx_site in the host's vars, its group's vars or group_vars/all.yml",
         )
     if "ansible_host" not in v:  # the name is the address: it must be one
         try:
             _address(name)
         except _Bad as e:
             raise InventoryError(f"{path}: host '{name}' has no ansible_host, and its name is not an address: "
-                                 f"expected {e}", "set ansible_host for it") from None
+                                 f"expected {e}", hint="set ansible_host for it") from None
     # Values were checked where they were written; the checks also turn them into what wsguard uses.
     ws: dict[str, Any] = {}
     for fld, var in _WS_FIELDS.items():
