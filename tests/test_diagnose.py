@@ -21,6 +21,7 @@ from remediations.checks.diagnose import (
     upgrade_headers,
 )
 from remediations.checks.monitor import kind_of
+from remediations.model.facts import Facts
 from remediations.model.inventory import load_inventory
 from remediations.model.masking import Masker
 
@@ -234,7 +235,7 @@ def test_analyze_masks_secrets(tmp_path: Path) -> None:
              "diagnose": {"now": 1767225700.0,
                           "backend_logs": {"lines": BACKEND + ["leaked sk-very-secret-1 and abcdef123456"]},
                           "nginx_error_log": {"lines": NGINX_ERR}}}
-    ev = evaluate(host, facts, Masker())
+    ev = evaluate(host, Facts.parse(facts), Masker())
     text = json.dumps(ev)
     assert "abcdef123456" not in text and "sk-very-secret-1" not in text
     assert ev["uptime_seconds"] == 100

@@ -27,6 +27,7 @@ from remediations.edit.secrets import learn_env_text, learn_nginx, nginx_secrets
 from remediations.fixes.nginx import NginxFix
 from remediations.fixes.plan import FileChange
 from remediations.fixes.ratelimit import RateLimitFix
+from remediations.model.facts import Facts
 from remediations.model.inventory import Host, WsVars
 from remediations.model.masking import MASK, MIN_LEN, Masker, is_secret_key
 from remediations.model.results import HostResult, RunResult
@@ -148,7 +149,7 @@ def test_env_file_that_does_not_parse_is_still_masked() -> None:
 def rate_limit_plan(text: str, flags: dict[str, str]) -> tuple[str, list[str], Masker]:
     m = Masker()
     h = host(env_flags=flags)
-    plan = RateLimitFix(h).plan({"files": [file_fact(ENV, text)], "container": {"exists": False}}, m)
+    plan = RateLimitFix(h).plan(Facts.parse({"files": [file_fact(ENV, text)], "container": {"exists": False}}), m)
     return "".join(f.diff(m) for f in plan.changed_files), plan.warnings, m
 
 
@@ -218,7 +219,7 @@ def test_proxy_pass_and_variables_are_not_secrets() -> None:
 def nginx_plan(site: str) -> tuple[str, list[str], Masker]:
     m = Masker()
     facts = {"files": [file_fact(SITE, site)], "nginx": nginx_facts(site)}
-    plan = NginxFix(host()).plan(facts, m)
+    plan = NginxFix(host()).plan(Facts.parse(facts), m)
     return "".join(f.diff(m) for f in plan.changed_files), plan.warnings, m
 
 
@@ -226,13 +227,13 @@ def test_fix_nginx_diff_and_warnings_mask_the_site_secrets() -> None:
     diff, warnings, m = nginx_plan(SITE_TEXT)
     # the server's Authorization header is copied into the location: a new line of the diff and a warning
     assert "+        proxy_set_header Authorization ***;" in diff
-    assert any("copied from the server block" in w for w in warnings)
+    assert any("copied so it is not silently dropped" in w for w in warnings)
     shown_text = diff + "\n".join(m(w) for w in warnings)
     for secret in SITE_SECRETS:
         assert secret not in shown_text, secret
     unmasked = "".join(FileChange(SITE, SITE_TEXT.encode(), f.new, "x").diff(Masker())
-                       for f in NginxFix(host()).plan({"files": [file_fact(SITE, SITE_TEXT)],
-                                                      "nginx": nginx_facts(SITE_TEXT)}, Masker()).files)
+                       for f in NginxFix(host()).plan(Facts.parse({"files": [file_fact(SITE, SITE_TEXT)],
+                                                                  "nginx": nginx_facts(SITE_TEXT)}), Masker()).files)
     assert "s1te-bearer-t0ken" in unmasked  # the diff does show the header: the masking is what hides it
 
 
@@ -240,7 +241,7 @@ def test_site_secrets_learned_when_nginx_gives_no_dump() -> None:
     m = Masker()
     facts = {"files": [file_fact(SITE, SITE_TEXT)],
              "nginx": {**nginx_facts(SITE_TEXT), "test_ok": False, "dump": "", "test_error": "emerg"}}
-    plan = NginxFix(host()).plan(facts, m)
+    plan = NginxFix(host()).plan(Facts.parse(facts), m)
     shown_text = "".join(f.diff(m) for f in plan.changed_files) + "\n".join(m(w) for w in plan.warnings)
     assert "proxy_set_header Authorization ***;" in shown_text
     for secret in SITE_SECRETS:
@@ -254,9 +255,9 @@ def test_secrets_of_files_nginx_includes_are_learned_too() -> None:
     facts = {"files": [file_fact(SITE, site)], "nginx": nginx_facts(site)}
     facts["nginx"]["dump"] += ("# configuration file /etc/nginx/snippets/auth.conf:\n"
                                'proxy_set_header Authorization "Bearer inc1uded-t0ken";\n\n')
-    plan = NginxFix(host()).plan(facts, m)
+    plan = NginxFix(host()).plan(Facts.parse(facts), m)
     shown_text = "".join(f.diff(m) for f in plan.changed_files) + "\n".join(m(w) for w in plan.warnings)
-    assert "copied from the server block" in shown_text and "inc1uded-t0ken" not in shown_text
+    assert "copied so it is not silently dropped" in shown_text and "inc1uded-t0ken" not in shown_text
 
 
 # -- verify, the compliance history, the webhook ---------------------------------------------------------
@@ -265,7 +266,7 @@ def verify_records(flags: dict[str, str], env_text: str, site: str = SITE_TEXT) 
     m = Masker()
     facts = {"files": [file_fact(ENV, env_text), file_fact(SITE, site)], "nginx": nginx_facts(site),
              "container": {"exists": True, "env": ["API_TOKEN=0ld-t0ken-in-container"]}}
-    ctx = Context(inv=host(env_flags=flags), host=None, facts=facts, masker=m, options=VerifyOptions())
+    ctx = Context(inv=host(env_flags=flags), host=None, facts=Facts.parse(facts), masker=m, options=VerifyOptions())
     learn_secrets(ctx)
     wanted = ("env-flags", "runtime-env", "nginx-directives")
     return [run_control(c, ctx) for c in CONTROLS if c.id in wanted], m

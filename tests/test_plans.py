@@ -25,7 +25,7 @@ from remediations.fixes.plan import Remediation
 from remediations.fixes.ratelimit import RateLimitFix
 from remediations.fixes.rollback import Rollback
 from remediations.model.errors import RemediationError
-from remediations.model.facts import running_config_stale
+from remediations.model.facts import Facts, NginxFact, running_config_stale
 from remediations.model.inventory import Host, WsVars
 from remediations.model.masking import Masker, is_secret_key
 
@@ -58,7 +58,7 @@ def planned(doc: dict[str, Any], masker: Masker | None = None) -> dict[str, Any]
     """The plan for the fixture's facts, in the shape of its "expected"."""
     facts = copy.deepcopy(doc["facts"])  # a plan must not depend on (or change) the caller's copy
     try:
-        plan = remediation(doc).plan(facts, masker or Masker())
+        plan = remediation(doc).plan(Facts.parse(facts), masker or Masker())
     except RemediationError as exc:
         return {"error": {"type": type(exc).__name__, "kind": getattr(exc, "kind", None), "message": exc.message}}
     current = {f["path"]: f.get("sha256") for f in doc["facts"]["files"]}
@@ -205,5 +205,6 @@ def test_a_secret_flag_shows_as_stars() -> None:
      "nginx has no confirmed reload on record and no file times to compare: taken as running what is on disk"),
 ])
 def test_the_no_op_says_how_it_knows_nginx_runs_the_disk(ng: dict[str, Any], said: str) -> None:
-    assert running_config_stale(ng) is None
-    assert running_config_basis(ng) == said
+    fact = NginxFact.parse({"installed": True, **ng})
+    assert running_config_stale(fact) is None
+    assert running_config_basis(fact) == said

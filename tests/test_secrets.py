@@ -172,7 +172,7 @@ def test_nginx_site_secrets_in_no_diff_warning_or_report(lab: Lab, reset_after: 
     diff = outputs["fix-nginx --diff"]
     assert "+        proxy_set_header Authorization ***;" in diff, diff
     assert "set $api_key ***;" in diff and "auth_basic_user_file ***;" in diff, diff
-    assert "copied from the server block" in diff
+    assert "copied so it is not silently dropped" in diff
     assert "proxy_set_header Authorization ***" in outputs["verify"]  # nginx-directives' actual: the missing lines
     assert planted[0] in lab.host(host).path(SITE).read_text()  # the site itself still holds its secrets
 

@@ -34,7 +34,7 @@ from remediations.edit.nginxconf import parse_directive
 from remediations.edit.nginxplan import _ms as nginx_ms
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
-from remediations.model.facts import container_env, content, running_config_stale
+from remediations.model.facts import ContainerFact, DiagnoseFact, Facts, NginxFact, running_config_stale
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -378,38 +378,36 @@ def facts_request(host: Host, tail: int) -> dict[str, Any]:
                          "error_log_tail": tail}}
 
 
-def analyze(host: Host, facts: dict[str, Any], masker: Masker) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def analyze(host: Host, facts: Facts, masker: Masker) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Evidence (JSON-able, masked) and the masked log lines, from one facts answer."""
     ws = host.ws
-    env_fact: dict[str, Any] = next((f for f in facts.get("files", []) if f["path"] == ws.env_file), {})
+    env_fact = facts.file(ws.env_file)
     file_env: dict[str, str | None] = {}
     env_note = None
-    if env_fact.get("exists"):
-        file_env = read_values(content(env_fact).decode("utf-8", "replace"))
+    if env_fact and env_fact.exists:
+        file_env = read_values(env_fact.data.decode("utf-8", "replace"))
     else:
-        env_note = env_fact.get("error") or f"{ws.env_file} does not exist"
-    runtime: dict[str, str | None] = dict(container_env(facts) or {})
+        env_note = (env_fact.error if env_fact else None) or f"{ws.env_file} does not exist"
+    runtime: dict[str, str | None] = dict(facts.container_env() or {})
     masker.add_env(file_env)
     masker.add_env(runtime)
-    d = facts.get("diagnose") or {}
-    bl = d.get("backend_logs") or {}
-    nl = d.get("nginx_error_log") or {}
-    backend = [masker(x) for x in bl.get("lines", [])]
-    c = facts.get("container") or {}
-    started = _started(c.get("started_at"))
-    nginx_error = [masker(x) for x in nl.get("lines", [])]
+    d = facts.diagnose or DiagnoseFact()
+    bl, nl = d.backend_logs, d.nginx_error_log
+    backend = [masker(x) for x in bl.lines]
+    c = facts.container
+    started = _started(c.started_at) if c and c.exists else None
+    nginx_error = [masker(x) for x in nl.lines]
     # 502s logged before the current container started belong to its restart window, not to now.
-    nginx_error = since(nginx_error, started, d.get("utc_offset", 0)) if started else nginx_error
-    ng = facts.get("nginx") or {}
+    nginx_error = since(nginx_error, started, d.utc_offset) if started else nginx_error
+    ng = facts.nginx or NginxFact(installed=False)
     locs: list[dict[str, Any]] = []
-    if ng.get("installed") and ng.get("test_ok"):
-        locs = location_settings(ng.get("dump", ""), ws.ws_location)
+    if ng.installed and ng.test_ok:
+        locs = location_settings(ng.dump, ws.ws_location)
     interesting = sorted({*ws.env_flags, *RATE_KEYS, *PING_KEYS, "WS_MAX_MESSAGES_PER_MINUTE"})
     ev: dict[str, Any] = {
         "container_name": ws.backend_container,
-        "container": {k: c.get(k) for k in ("exists", "running", "status", "started_at", "restart_count", "image")
-                      if k in c},
-        "uptime_seconds": round(d["now"] - started) if started and d.get("now") else None,
+        "container": _container_evidence(c),
+        "uptime_seconds": round(d.now - started) if started and d.now else None,
         "env_file": ws.env_file,
         "env_file_note": env_note,
         "env_file_flags": {k: file_env.get(k) for k in interesting if k in file_env},
@@ -418,24 +416,33 @@ def analyze(host: Host, facts: dict[str, Any], masker: Masker) -> tuple[dict[str
         "container_env": runtime,  # dropped before output
         "ping_interval": ping_interval(runtime if runtime else file_env),
         "nginx_locations": locs,
-        "nginx_test_ok": ng.get("test_ok"),
-        "nginx_test_error": ng.get("test_error") or None,
-        "nginx_stale": running_config_stale(ng) if ng.get("installed") else None,
-        "backend_log_error": bl.get("error"),
-        "nginx_error_log_error": nl.get("error"),
+        "nginx_test_ok": ng.test_ok if ng.installed else None,
+        "nginx_test_error": ng.test_error or None,
+        "nginx_stale": running_config_stale(ng) if ng.installed else None,
+        "backend_log_error": bl.error,
+        "nginx_error_log_error": nl.error,
         "logs": log_evidence(backend, nginx_error),
     }
-    if ng.get("installed") and not locs and ng.get("test_ok"):
+    if ng.installed and not locs and ng.test_ok:
         ev["nginx_note"] = f"no `location {ws.ws_location}` in nginx -T (set ws_location in the inventory)"
     return ev, {"backend": backend, "nginx_error": nginx_error}
 
 
+def _container_evidence(c: ContainerFact | None) -> dict[str, Any]:
+    if c is None:
+        return {}
+    if not c.exists:
+        return {"exists": False}
+    return {"exists": True, "running": c.running, "status": c.status, "started_at": c.started_at,
+            "restart_count": c.restart_count, "image": c.image}
+
+
 def diagnose_host(t: Transport, tail: int, masker: Masker) -> dict[str, Any]:
     """One facts round trip, then the pure analysis: the host's evidence with its ranked causes."""
-    return evaluate(t.host, call_agent(t, facts_request(t.host, tail)), masker)
+    return evaluate(t.host, Facts.parse(call_agent(t, facts_request(t.host, tail))), masker)
 
 
-def evaluate(host: Host, facts: dict[str, Any], masker: Masker) -> dict[str, Any]:
+def evaluate(host: Host, facts: Facts, masker: Masker) -> dict[str, Any]:
     """Facts -> the evidence shown (pure): analyzed, ranked, masked; raw env values dropped."""
     ev, lines = analyze(host, facts, masker)
     causes = rank(ev, host.ws.env_flags, desired_read_timeout(host.ws.nginx_directives), lines)

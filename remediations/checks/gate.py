@@ -9,6 +9,7 @@ from remediations.checks.controls.backend import testinfra_host
 from remediations.checks.controls.catalog import Context, VerifyOptions, ws_upgrade
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
+from remediations.model.facts import Facts
 from remediations.model.masking import Masker
 from remediations.model.results import HostResult
 from remediations.run.fleet import Gate
@@ -32,7 +33,8 @@ def health_gate(connect_timeout: float, attempts: int = 3, pause: float = 1.0) -
             result.fail("gate", f"{t.host.name}: health gate: the effect of {', '.join(bad)} was not confirmed")
             return
         ws = t.host.ws
-        facts = call_agent(t, {"op": "facts", "files": [ws.env_file]}) if ws.ws_url and ws.ws_token_key else {}
+        facts = (Facts.parse(call_agent(t, {"op": "facts", "files": [ws.env_file]})) if ws.ws_url and ws.ws_token_key
+                 else Facts())
         ctx = Context(inv=t.host, host=testinfra_host(t), facts=facts, masker=masker,
                       options=VerifyOptions(connect_timeout=connect_timeout))
         for attempt in range(1, attempts + 1):

@@ -40,7 +40,7 @@ from remediations.edit.envfile import read_values
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
 from remediations.model.errors import RemediationError
-from remediations.model.facts import container_env, content
+from remediations.model.facts import Facts
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -134,11 +134,12 @@ class Monitor:
         t = self.connect(host)
         t.connect()
         masker = Masker()
-        facts = call_agent(t, {"op": "facts", "files": [host.ws.env_file], "container": host.ws.backend_container})
-        env: dict[str, Any] = next((f for f in facts["files"] if f["path"] == host.ws.env_file), {})
-        if env.get("exists"):
-            masker.add_env(read_values(content(env).decode("utf-8", "replace")))
-        masker.add_env(container_env(facts) or {})
+        facts = Facts.parse(call_agent(t, {"op": "facts", "files": [host.ws.env_file],
+                                           "container": host.ws.backend_container}))
+        env = facts.file(host.ws.env_file)
+        if env and env.exists:
+            masker.add_env(read_values(env.data.decode("utf-8", "replace")))
+        masker.add_env(facts.container_env() or {})
         return _Follower(host, t, masker)
 
     def _follow(self, f: _Follower, source: str) -> None:

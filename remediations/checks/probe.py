@@ -37,7 +37,7 @@ from remediations.checks.wsclient import (
 from remediations.edit.envfile import read_values
 from remediations.edit.secrets import learn_env_text
 from remediations.host.agent_call import call_agent
-from remediations.model.facts import content, file_fact
+from remediations.model.facts import Facts, file_fact
 from remediations.model.masking import Masker
 
 DEFAULT_MESSAGE = '{"message": "wsguard probe", "chunks": {chunks}}'
@@ -360,10 +360,10 @@ def host_token(t: Any, masker: Masker) -> str | None:
     ws = t.host.ws
     if not ws.ws_token_key:
         return None
-    facts = call_agent(t, {"op": "facts", "files": [ws.env_file]})
+    facts = Facts.parse(call_agent(t, {"op": "facts", "files": [ws.env_file]}))
     f = file_fact(facts, ws.env_file, t.host.name, "the app's .env",
                   hint="set env_file (or app_dir) for this host, or pass --token-env")
-    text = content(f).decode("utf-8", "replace")
+    text = f.data.decode("utf-8", "replace")
     learn_env_text(masker, text)
     token = read_values(text).get(ws.ws_token_key)
     if token:

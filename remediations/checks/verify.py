@@ -26,6 +26,7 @@ from remediations.checks.controls.catalog import (
 from remediations.host.agent_call import call_agent
 from remediations.host.transport import Transport
 from remediations.model.errors import RemediationError
+from remediations.model.facts import Facts
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 from remediations.model.results import HostResult, RunResult, exit_code
@@ -67,8 +68,8 @@ def check_host(t: Transport, result: HostResult, masker: Masker, options: Verify
                shared: Masker | None = None) -> HostResult:
     """Run every selected control on one connected host; fills result.controls and result.status."""
     m = _TeeMasker(masker, shared)
-    facts = call_agent(t, facts_request(t.host))
-    if facts.get("euid") != 0:
+    facts = Facts.parse(call_agent(t, facts_request(t.host)))
+    if facts.euid != 0:
         raise RemediationError(f"{t.host.name}: the controls need root there, and {t.host.user} is not root",
                                hint="set ansible_become: true for this host (sudo), or log in as root")
     ctx = Context(inv=t.host, host=testinfra_host(t), facts=facts, masker=m, options=options)

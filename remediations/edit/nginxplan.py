@@ -26,7 +26,7 @@ from remediations.edit.nginxconf import (
 from remediations.edit.secrets import learn_nginx_secrets
 from remediations.model.defaults import DEFAULT_NGINX_DIRECTIVES
 from remediations.model.errors import AgentError, NginxConfError
-from remediations.model.facts import content, file_fact
+from remediations.model.facts import Facts, FileFact, NginxFact, file_fact
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -237,8 +237,8 @@ def parse_nginx_version(s: str) -> tuple[int, int, int] | None:
     return (int(m[1]), int(m[2]), int(m[3])) if m else None
 
 
-def site_plan(host: Host, facts: dict[str, Any], directives: list[str],
-              masker: Masker | None = None) -> tuple[Any, dict[str, Any], str]:
+def site_plan(host: Host, facts: Facts, directives: list[str],
+              masker: Masker | None = None) -> tuple[NginxPlan, FileFact, str]:
     """The planner's verdict on the site (shared by fix-nginx and verify).
 
     The masker learns the secret arguments of the site and of every file nginx loads before anything
@@ -248,18 +248,18 @@ def site_plan(host: Host, facts: dict[str, Any], directives: list[str],
     f = file_fact(facts, ws.nginx_site, host.name, "the nginx site",
                   hint="set nginx_site for this host in the inventory to the site file that holds the location")
     try:
-        text = content(f).decode("utf-8")
+        text = f.data.decode("utf-8")
     except UnicodeDecodeError:
         raise NginxConfError(f"{host.name}: {ws.nginx_site} is not UTF-8 text") from None
-    ng = facts.get("nginx") or {}
+    ng = facts.nginx or NginxFact(installed=False)
     if masker is not None:
-        learn_nginx_secrets(masker, text, ng)
-    if not ng.get("installed"):
+        learn_nginx_secrets(masker, text, ng.dump)
+    if not ng.installed:
         raise AgentError(f"{host.name}: nginx is not installed (nginx -v failed)",
                          hint="is this the right host? fix-nginx manages an installed nginx", kind="nginx")
-    included = split_nginx_T(ng.get("dump", "")) if ng.get("test_ok") else {}
+    included = split_nginx_T(ng.dump) if ng.test_ok else {}
     try:
-        plan = plan_site(text, ws.ws_location, directives, nginx_version=parse_nginx_version(ng.get("version", "")),
+        plan = plan_site(text, ws.ws_location, directives, nginx_version=parse_nginx_version(ng.version),
                          included=included, site_path=ws.nginx_site)
     except NginxConfError as exc:
         raise type(exc)(f"{host.name}: {ws.nginx_site}: {exc.message}", hint=exc.hint) from None

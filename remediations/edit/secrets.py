@@ -7,7 +7,6 @@ format it reads, so a value is masked as the file spells it (escaped quotes, eve
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from remediations.edit.envfile import written_values
 from remediations.edit.nginxconf import _lex, split_nginx_T
@@ -35,10 +34,10 @@ def learn_nginx(masker: Masker, text: str) -> None:
     masker.add(nginx_secrets(text))
 
 
-def learn_nginx_secrets(masker: Masker, site: str, ng: dict[str, Any]) -> None:
+def learn_nginx_secrets(masker: Masker, site: str, dump: str) -> None:
     """The secret arguments of the site and of every file `nginx -T` showed (includes, snippets)."""
     learn_nginx(masker, site)
-    for loaded in split_nginx_T(ng.get("dump", "")).values():
+    for loaded in split_nginx_T(dump).values():
         learn_nginx(masker, loaded)
 
 

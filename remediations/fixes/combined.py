@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediations.fixes.plan import Plan, Remediation
+from remediations.model.facts import Facts
 from remediations.model.masking import Masker
 
 
@@ -36,7 +37,7 @@ class Combined:
     def facts_request(self) -> dict[str, Any]:
         return merge_requests([p.facts_request() for p in self.parts])
 
-    def plan(self, facts: dict[str, Any], masker: Masker) -> Plan:
+    def plan(self, facts: Facts, masker: Masker) -> Plan:
         plan = Plan()
         for part in self.parts:
             p = part.plan(facts, masker)

@@ -11,7 +11,7 @@ from typing import Any
 
 from remediations.edit.nginxplan import NginxPlan, site_plan
 from remediations.fixes.plan import FileChange, Plan
-from remediations.model.facts import content, running_config_stale
+from remediations.model.facts import Facts, NginxFact, running_config_stale
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -26,33 +26,34 @@ class NginxFix:
     def facts_request(self) -> dict[str, Any]:
         return {"files": [self.host.ws.nginx_site], "nginx": True, "journal": {}}
 
-    def plan(self, facts: dict[str, Any], masker: Masker) -> Plan:
+    def plan(self, facts: Facts, masker: Masker) -> Plan:
         ws = self.host.ws
         sp, f, text = site_plan(self.host, facts, self.directives, masker)
-        ng = facts["nginx"]
+        ng = facts.nginx
+        assert ng is not None  # site_plan refused a host without nginx facts
         new = sp.new_text.encode("utf-8")
-        plan = Plan(files=[FileChange(ws.nginx_site, content(f), new, f["sha256"], validate="nginx")])
+        plan = Plan(files=[FileChange(ws.nginx_site, f.data, new, f.sha256 or "", validate="nginx")])
         plan.warnings += [f"{d}: not written, {why}" for d, why in sp.unsupported]
         plan.warnings += sp.include_conflicts
-        plan.warnings += [f"copied from the server block so it is not silently dropped: {d}"
+        plan.warnings += [f"inherited from the server or http block, copied so it is not silently dropped: {d}"
                           for d in sp.copied_inherited]
-        plan.evidence = {"nginx_site": ws.nginx_site, "resolved": f.get("resolved"), "nginx_version": ng.get("version"),
+        plan.evidence = {"nginx_site": ws.nginx_site, "resolved": f.resolved, "nginx_version": ng.version,
                          "kept_equivalent": [f"{found} (for {want})" for want, found in sp.kept_equivalent],
                          "kept_inherited": [f"{held} (for {want})" for want, held in sp.kept_inherited]}
-        if not ng.get("master"):
+        if not ng.master:
             plan.warnings.append("nginx is not running: nothing to reload")
             if not sp.changed:
                 plan.nothing_to_do.append(self._in_place(sp))
             return plan
-        if not ng.get("test_ok"):
-            plan.warnings.append(f"nginx -t fails before any edit: {ng.get('test_error', '')[-300:]}")
+        if not ng.test_ok:
+            plan.warnings.append(f"nginx -t fails before any edit: {ng.test_error[-300:]}")
         reasons = []
         if sp.changed:
             reasons.append("site changed")
         stale = running_config_stale(ng)
         if stale:
             reasons.append(stale)
-        if "nginx_reload" in (facts.get("pending") or {}):
+        if "nginx_reload" in facts.pending:
             reasons.append("a previous run left the reload pending")
         if reasons:
             plan.handlers.append({"name": "nginx_reload", "method": ws.nginx_reload, "reason": "; ".join(reasons)})
@@ -79,14 +80,13 @@ class NginxFix:
         return said
 
 
-def running_config_basis(ng: dict[str, Any]) -> str:
+def running_config_basis(ng: NginxFact) -> str:
     """Why nginx is taken to run what is on disk: the test running_config_stale passed, in its order."""
-    rec = ng.get("reload_record") or {}
-    if rec.get("workers") and sorted(rec["workers"]) == ng.get("workers"):
-        if ng.get("dump_sha256"):
+    rec = ng.reload_record
+    if rec and rec.workers and rec.workers == ng.workers:
+        if ng.dump_sha256:
             return "nginx runs the configuration on disk"
         return "nginx -T gave nothing to compare with its last confirmed reload: taken as running what is on disk"
-    mtime, started = ng.get("config_mtime"), ng.get("workers_started")
-    if mtime and started:
+    if ng.config_mtime and ng.workers_started:
         return "nginx's workers started after the last change to its configuration files"
     return "nginx has no confirmed reload on record and no file times to compare: taken as running what is on disk"

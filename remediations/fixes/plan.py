@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from remediations.model.facts import Facts
 from remediations.model.masking import Masker
 
 
@@ -67,6 +68,6 @@ class Remediation(Protocol):
 
     def facts_request(self) -> dict[str, Any]: ...
 
-    def plan(self, facts: dict[str, Any], masker: Masker) -> Plan: ...
+    def plan(self, facts: Facts, masker: Masker) -> Plan: ...
 
 

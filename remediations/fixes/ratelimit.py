@@ -14,7 +14,7 @@ from remediations.edit.envfile import duplicate_keys, set_flags
 from remediations.edit.secrets import learn_env_text
 from remediations.fixes.plan import FileChange, Plan
 from remediations.model.errors import EnvFileError
-from remediations.model.facts import container_env, content, file_fact
+from remediations.model.facts import Facts, file_fact
 from remediations.model.inventory import Host
 from remediations.model.masking import MASK, Masker, is_secret_key
 
@@ -37,11 +37,11 @@ class RateLimitFix:
         return {"files": [self.host.ws.env_file], "container": self.host.ws.backend_container,
                 "journal": {}}
 
-    def plan(self, facts: dict[str, Any], masker: Masker) -> Plan:
+    def plan(self, facts: Facts, masker: Masker) -> Plan:
         ws, name = self.host.ws, self.host.name
         f = file_fact(facts, ws.env_file, name, "the app's .env",
                       hint="set env_file (or app_dir) for this host in the inventory, or create the file")
-        old = content(f)
+        old = f.data
         try:
             text = old.decode("utf-8")
         except UnicodeDecodeError:
@@ -49,19 +49,19 @@ class RateLimitFix:
         # The file as it is and as it will be, spelled as written (escapes, every line): the new text
         # holds the inventory's values too (a token being rotated is a secret before it is written).
         learn_env_text(masker, text)
-        env = container_env(facts)
+        env = facts.container_env()
         if env is not None:
             masker.add_env(env)
         new_text = set_flags(text, self.flags)
         learn_env_text(masker, new_text)
         new = new_text.encode("utf-8")
-        plan = Plan(files=[FileChange(ws.env_file, old, new, f["sha256"])])
+        plan = Plan(files=[FileChange(ws.env_file, old, new, f.sha256 or "")])
         plan.warnings += [f"{ws.env_file}: {k} is assigned more than once; every assignment was set"
                           for k in duplicate_keys(text, self.flags)]
         running = {k: (env or {}).get(k) for k in self.flags}
         stale = env is None or any(running[k] != v for k, v in self.flags.items())
         plan.evidence = {"env_file": ws.env_file, "container": ws.backend_container,
-                         "container_id": (facts.get("container") or {}).get("id"),
+                         "container_id": facts.container.id if facts.container else None,
                          "container_env": running}
         reasons = []
         if old != new:
@@ -69,7 +69,7 @@ class RateLimitFix:
         if stale:
             reasons.append("the running container does not hold the flags" if env is not None
                            else "the container does not exist")
-        if "compose_recreate" in (facts.get("pending") or {}):
+        if "compose_recreate" in facts.pending:
             reasons.append("a previous run left the recreate pending")
         if not reasons:
             plan.nothing_to_do.append(self._in_place())

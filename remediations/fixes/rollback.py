@@ -30,7 +30,7 @@ from remediations.edit.secrets import learn_env_text, learn_nginx
 from remediations.fixes.plan import FileChange, Plan
 from remediations.host.journal import LATEST_CHANGED, failed_and_restored, find_run
 from remediations.model.errors import AgentError, JournalError
-from remediations.model.facts import container_env, content
+from remediations.model.facts import Facts, FileFact
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -47,8 +47,10 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _meta(f: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return f.get("mode"), f.get("uid"), f.get("gid")
+def _meta(f: FileFact | dict[str, Any]) -> tuple[Any, Any, Any]:
+    if isinstance(f, FileFact):
+        return f.mode, f.uid, f.gid
+    return f.get("mode"), f.get("uid"), f.get("gid")  # a journal entry
 
 
 def _octal(mode: Any) -> str:
@@ -70,10 +72,10 @@ class Rollback:
 
     # -- the plan (pure) --------------------------------------------------------------------------
 
-    def plan(self, facts: dict[str, Any], masker: Masker) -> Plan:
+    def plan(self, facts: Facts, masker: Masker) -> Plan:
         name = self.host.name
-        runs: list[dict[str, Any]] = facts.get("runs") or []
-        env = container_env(facts)
+        runs = list(facts.runs)
+        env = facts.container_env()
         if env is not None:
             masker.add_env(env)
         if self.run_id:
@@ -83,8 +85,7 @@ class Rollback:
                     f"({len(runs)} run(s) recorded; it keeps the last {self.host.ws.journal_keep})",
                     hint=f"`invoke history --limit {name}` lists the runs this host recorded", kind="unknown_run")
         else:
-            detail = facts.get("detail")
-            run = find_run(runs, detail) if detail else None
+            run = find_run(runs, facts.detail) if facts.detail else None
             if run is None:
                 plan = Plan()
                 plan.warnings.append("nothing to roll back: no recorded run changed a file on this host")
@@ -92,7 +93,7 @@ class Rollback:
                 return plan
         return self._plan_run(run, facts, masker)
 
-    def _plan_run(self, run: dict[str, Any], facts: dict[str, Any], masker: Masker) -> Plan:
+    def _plan_run(self, run: dict[str, Any], facts: Facts, masker: Masker) -> Plan:
         name, rid = self.host.name, run["run_id"]
         plan = Plan(rollback_of=rid)
         plan.evidence = {"rollback_of": rid, "rolled_back": {k: run.get(k) for k in ("task", "time", "status",
@@ -103,7 +104,6 @@ class Rollback:
         if not run.get("files"):
             plan.warnings.append(f"run {rid} ({run.get('task')}) changed no file: nothing to roll back")
             return plan
-        current = {f["path"]: f for f in facts.get("files", [])}
         conflicts: list[str] = []
         restored_env: dict[str, str | None] | None = None
         for entry in run["files"]:
@@ -113,15 +113,15 @@ class Rollback:
                                    hint="the run's backup is missing or unreadable in /var/lib/wsguard/runs",
                                    kind="journal")
             old = base64.b64decode(entry["old_content"])
-            cur = current.get(path)
-            if cur is None or cur.get("error"):
-                why = cur.get("error") if cur else "no facts came back"
+            cur = facts.file(path)
+            if cur is None or cur.error:
+                why = cur.error if cur else "no facts came back"
                 raise AgentError(f"{name}: cannot read {path}: {why}", kind="read")
-            if not cur.get("exists"):
+            if not cur.exists:
                 raise RollbackConflict(f"{name}: {path} no longer exists; run {rid} cannot be rolled back",
                                        hint="restore the file (or its symlink) first; --force cannot recreate it",
                                        kind="conflict")
-            now = content(cur)
+            now, now_sha = cur.data, cur.sha256 or ""
             if _is_env_file(self.host, path):
                 learn_env_text(masker, _text(now))
                 learn_env_text(masker, _text(old))
@@ -130,20 +130,20 @@ class Rollback:
             elif entry.get("validate") == "nginx" or path == self.host.ws.nginx_site:
                 learn_nginx(masker, _text(now))  # a diff of the site can quote its secrets too
                 learn_nginx(masker, _text(old))
-            if cur["sha256"] == entry["sha256_before"] and _meta(cur) == _meta(entry):
+            if now_sha == entry["sha256_before"] and _meta(cur) == _meta(entry):
                 plan.evidence["unchanged_files"].append(path)
                 plan.warnings.append(f"{path} already holds what it held before run {rid}: left as it is")
                 continue
-            if cur["sha256"] != entry["sha256_after"]:
-                conflicts.append(f"{path} changed since run {rid} (sha256 now {cur['sha256'][:12]}, "
+            if now_sha != entry["sha256_after"]:
+                conflicts.append(f"{path} changed since run {rid} (sha256 now {now_sha[:12]}, "
                                  f"the run left {entry['sha256_after'][:12]})")
-            elif cur.get("resolved") != entry.get("resolved"):
-                conflicts.append(f"{path} now resolves to {cur.get('resolved')}; "
+            elif cur.resolved != entry.get("resolved"):
+                conflicts.append(f"{path} now resolves to {cur.resolved}; "
                                  f"run {rid} wrote {entry.get('resolved')}")
-            plan.files.append(FileChange(path, now, old, cur["sha256"], validate=entry.get("validate"),
+            plan.files.append(FileChange(path, now, old, now_sha, validate=entry.get("validate"),
                                          mode=entry.get("mode"), uid=entry.get("uid"), gid=entry.get("gid")))
             plan.evidence["restored_files"].append({
-                "path": path, "sha256_now": cur["sha256"], "sha256_restored": entry["sha256_before"],
+                "path": path, "sha256_now": now_sha, "sha256_restored": entry["sha256_before"],
                 "mode": _octal(entry.get("mode")), "uid": entry.get("uid"), "gid": entry.get("gid")})
         if conflicts and not self.force:
             raise RollbackConflict(f"{name}: rollback of run {rid} refused, nothing written: "

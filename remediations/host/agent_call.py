@@ -15,6 +15,7 @@ from typing import Any
 from remediations.host import programs
 from remediations.host.transport import Transport
 from remediations.model.errors import AgentError, TransportError
+from remediations.model.facts import Facts
 from remediations.model.inventory import Host
 
 
@@ -62,9 +63,16 @@ def call_agent(t: Transport, request: dict[str, Any], timeout: float | None = No
     return out
 
 
-def require_root(t: Transport, facts: dict[str, Any]) -> None:
+def read_facts(t: Transport, request: dict[str, Any]) -> Facts:
+    """One facts round trip (`request` without its "op"), parsed once; refused unless the agent ran as root."""
+    facts = Facts.parse(call_agent(t, {**request, "op": "facts"}))
+    require_root(t, facts)
+    return facts
+
+
+def require_root(t: Transport, facts: Facts) -> None:
     """The agent must run as root: a plain user reads nothing it needs (and finds no nginx on its PATH)."""
-    euid = facts.get("euid")
+    euid = facts.euid
     if euid not in (None, 0):
         how = "with ansible_become" if t.host.become else "without ansible_become"
         raise TransportError(f"{t.host.name}: wsguard runs as {t.host.user} (uid {euid}) there, not root ({how})",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remediations.host.agent_call import call_agent, require_root
+from remediations.host.agent_call import read_facts
 from remediations.host.transport import Transport
 
 # Mirrors remediations/host/programs/agent.py: the `detail` value that picks the newest run that changed files
@@ -20,10 +20,7 @@ LATEST_CHANGED = "latest-changed"
 
 def read_runs(t: Transport) -> list[dict[str, Any]]:
     """The host's recorded runs, newest first, in one facts round trip (manifests only, no old bytes)."""
-    out = call_agent(t, {"op": "facts", "journal": {}})
-    require_root(t, out)
-    runs: list[dict[str, Any]] = out.get("runs") or []
-    return runs
+    return list(read_facts(t, {"journal": {}}).runs)
 
 
 def find_run(runs: list[dict[str, Any]], run_id: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remediations.fixes.plan import Remediation
-from remediations.host.agent_call import call_agent, controller_identity, require_root
+from remediations.host.agent_call import call_agent, controller_identity, read_facts
 from remediations.host.transport import Transport
 from remediations.model.errors import AgentError, RemoteTimeout, UnreachableError
 from remediations.model.masking import Masker
@@ -28,8 +28,7 @@ class Options:
 def execute(t: Transport, rem: Remediation, run_id: str, opts: Options, result: HostResult,
             masker: Masker) -> HostResult:
     """Run one remediation on one connected host; fills `result` in the shape of docs/ARCHITECTURE.md."""
-    facts = call_agent(t, {"op": "facts", **rem.facts_request()})
-    require_root(t, facts)
+    facts = read_facts(t, rem.facts_request())
     plan = rem.plan(facts, masker)
     result.warnings += plan.warnings
     result.evidence.update(plan.evidence)

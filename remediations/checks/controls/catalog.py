@@ -23,7 +23,7 @@ from remediations.edit.nginxplan import site_plan
 from remediations.edit.secrets import learn_env_text, learn_nginx_secrets
 from remediations.host import programs
 from remediations.model.errors import AgentError, RemediationError
-from remediations.model.facts import container_env, content, file_fact, running_config_stale
+from remediations.model.facts import ContainerFact, Facts, NginxFact, file_fact, running_config_stale
 from remediations.model.inventory import Host
 from remediations.model.masking import Masker
 
@@ -62,10 +62,19 @@ class Context:
 
     inv: Host
     host: Any  # testinfra.host.Host on wsguard's transport
-    facts: dict[str, Any]
+    facts: Facts
     masker: Masker
     options: VerifyOptions
     cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nginx(self) -> NginxFact:
+        """The nginx facts (the controls' request always asks for them; absent means not installed)."""
+        return self.facts.nginx or NginxFact(installed=False)
+
+    @property
+    def container(self) -> ContainerFact:
+        return self.facts.container or ContainerFact(exists=False)
 
     def env_values(self) -> dict[str, str | None]:
         """The app's .env as python-dotenv reads it (secret values registered with the masker)."""
@@ -73,7 +82,7 @@ class Context:
             ws = self.inv.ws
             f = file_fact(self.facts, ws.env_file, self.inv.name, "the app's .env",
                           hint="set env_file (or app_dir) for this host in the inventory")
-            text = content(f).decode("utf-8", "replace")
+            text = f.data.decode("utf-8", "replace")
             learn_env_text(self.masker, text)  # before parsing: a file that does not parse still has secrets
             self.cache["env"] = read_values(text)
         env: dict[str, str | None] = self.cache["env"]
@@ -96,14 +105,14 @@ def learn_secrets(ctx: Context) -> None:
     a secret in `expected` before it is one on the host) and the nginx config's secret arguments.
     """
     ctx.masker.add_env(ctx.inv.ws.env_flags)
-    ctx.masker.add_env(container_env(ctx.facts) or {})
+    ctx.masker.add_env(ctx.facts.container_env() or {})
     try:
         ctx.env_values()
     except Exception:  # noqa: BLE001, S110 - env-flags reports it; here it only teaches the masker
         pass
-    site = next((f for f in ctx.facts.get("files", []) if f.get("path") == ctx.inv.ws.nginx_site), None)
-    text = content(site).decode("utf-8", "replace") if site and site.get("content") else ""
-    learn_nginx_secrets(ctx.masker, text, ctx.facts.get("nginx") or {})
+    site = ctx.facts.file(ctx.inv.ws.nginx_site)
+    text = site.data.decode("utf-8", "replace") if site else ""
+    learn_nginx_secrets(ctx.masker, text, ctx.nginx.dump)
 
 
 def facts_request(host: Host) -> dict[str, Any]:
@@ -130,14 +139,14 @@ def env_flags(ctx: Context) -> Outcome:
 def runtime_env(ctx: Context) -> Outcome:
     ws = ctx.inv.ws
     want = ws.env_flags
-    c = ctx.facts.get("container") or {}
-    env = container_env(ctx.facts)
+    c = ctx.container
+    env = ctx.facts.container_env()
     if env is None:
-        return failed(want, f"container {ws.backend_container} does not exist", c.get("error"))
+        return failed(want, f"container {ws.backend_container} does not exist", c.error)
     ctx.masker.add_env(env)
     have = {k: env.get(k) for k in want}
-    detail = f"container {ws.backend_container} ({str(c.get('id') or '')[:12]})"
-    if "compose_recreate" in (ctx.facts.get("pending") or {}):
+    detail = f"container {ws.backend_container} ({(c.id or '')[:12]})"
+    if "compose_recreate" in ctx.facts.pending:
         detail += "; a previous run left its recreate pending"
     if have != want and _file_holds_flags(ctx):
         detail += (f"; {ws.env_file} holds the flags but the container was not recreated "
@@ -178,51 +187,51 @@ def nginx_directives(ctx: Context) -> Outcome:
 
 
 def nginx_loaded(ctx: Context) -> Outcome:
-    ng = ctx.facts.get("nginx") or {}
+    ng = ctx.nginx
     want = "nginx runs the configuration on disk"
-    if not ng.get("installed"):
+    if not ng.installed:
         return Outcome("error", want, "nginx is not installed", "nginx -v failed")
-    if not ng.get("master"):
+    if not ng.master:
         return Outcome("skipped", want, "nginx is not running", "see nginx-running")
     stale = running_config_stale(ng)
-    pending = "nginx_reload" in (ctx.facts.get("pending") or {})
+    pending = "nginx_reload" in ctx.facts.pending
     if stale is None and not pending:
-        return passed(want, "loaded" + (" (confirmed at the last recorded reload)" if ng.get("reload_record") else ""))
+        return passed(want, "loaded" + (" (confirmed at the last recorded reload)" if ng.reload_record else ""))
     return failed(want, stale or "a previous run left the reload pending", "fix-nginx reloads it")
 
 
 def nginx_config_valid(ctx: Context) -> Outcome:
     # From the facts round trip: the agent's `nginx -t`, whose error withholds what nginx quotes from a
     # file outside the nginx tree (a site swapped for a link to another file).
-    ng = ctx.facts.get("nginx") or {}
-    if not ng.get("installed"):
+    ng = ctx.nginx
+    if not ng.installed:
         return Outcome("error", "nginx -t exits 0", "nginx is not installed")
-    if ng.get("test_ok"):
+    if ng.test_ok:
         return passed("nginx -t exits 0", "exit 0")
-    lines = [line for line in str(ng.get("test_error") or "").splitlines() if line]
+    lines = [line for line in ng.test_error.splitlines() if line]
     return failed("nginx -t exits 0", "exit 1: " + " | ".join(lines[-3:]))
 
 
 def nginx_running(ctx: Context) -> Outcome:
-    ng = ctx.facts.get("nginx") or {}
+    ng = ctx.nginx
     want = "an nginx master with workers"
-    if not ng.get("installed"):
+    if not ng.installed:
         return failed(want, "nginx is not installed")
-    if not ng.get("master"):
+    if not ng.master:
         return failed(want, "no live master (/run/nginx.pid)")
-    if not ng.get("workers"):
-        return failed(want, f"master {ng['master']} has no workers")
-    return passed(want, f"master {ng['master']}, {len(ng['workers'])} worker(s)")
+    if not ng.workers:
+        return failed(want, f"master {ng.master} has no workers")
+    return passed(want, f"master {ng.master}, {len(ng.workers)} worker(s)")
 
 
 def backend_running(ctx: Context) -> Outcome:
     ws = ctx.inv.ws
-    c = ctx.facts.get("container") or {}
+    c = ctx.container
     want = f"container {ws.backend_container} running"
-    if not c.get("exists"):
-        return failed(want, "does not exist", c.get("error"))
-    actual = f"{c.get('status')} since {c.get('started_at')}, {c.get('restart_count', 0)} restart(s)"
-    return (passed if c.get("running") else failed)(want, actual, f"image {c.get('image')}")
+    if not c.exists:
+        return failed(want, "does not exist", c.error)
+    actual = f"{c.status} since {c.started_at}, {c.restart_count} restart(s)"
+    return (passed if c.running else failed)(want, actual, f"image {c.image}")
 
 
 def ws_upgrade(ctx: Context) -> Outcome:
@@ -241,7 +250,7 @@ def ws_upgrade(ctx: Context) -> Outcome:
         # only while it holds the bytes the agent read (a refused .env raises here, before anything runs).
         env = file_fact(ctx.facts, ws.env_file, ctx.inv.name, "the app's .env",
                         hint="set env_file (or app_dir) for this host in the inventory")
-        params.update(env_file=env["resolved"], env_sha256=env["sha256"])
+        params.update(env_file=env.resolved, env_sha256=env.sha256)
     src = programs.source("upgrade_probe")
     res = ctx.host.run("python3 -I -c %s %s", programs.boot("ws-upgrade"), str(len(src)),
                        stdin=src + json.dumps(params).encode())
