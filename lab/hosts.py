@@ -538,11 +538,30 @@ def fault(h: LabHost, kind: str) -> None:
         sh(["ip", "neigh", "flush", "to", h.address], check=False)
 
 
+# `nginx -s reload` only signals the master: until it has started new workers and told the old ones to stop,
+# a connection may still land on an old worker and its old config (a test under load once did). So wait until
+# every old worker is gone or shutting down and a new one runs.
+RELOAD_NGINX = """
+if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  m=$(cat /run/nginx.pid); old=" $(ps -o pid= --ppid "$m" | tr -s ' \n' '  ') "
+  nginx -s reload
+  i=0
+  until ps -o pid=,args= --ppid "$m" | awk -v old="$old" '
+      { mine = index(old, " " $1 " ") > 0 }
+      mine && $0 !~ /shutting down/ { stale = 1 }
+      !mine && $0 ~ /worker process$/ { fresh = 1 }
+      END { exit !(fresh && !stale) }'; do
+    i=$((i+1)); [ $i -lt 200 ] || { echo 'nginx did not take the new configuration' >&2; exit 1; }
+    sleep 0.05
+  done
+else
+  nginx
+fi
+"""
 RESET = f"""
 cd {APP_DIR} && docker-compose up -d --no-color --force-recreate backend >/var/log/compose-up.log 2>&1 \
   || {{ cat /var/log/compose-up.log >&2; exit 1; }}
-if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload; else nginx; fi
-""" + WAIT_FOR_BACKEND
+""" + RELOAD_NGINX + WAIT_FOR_BACKEND
 
 
 def reset(h: LabHost, profile: str | None = None, state: dict | None = None) -> None:
