@@ -139,7 +139,9 @@ def test_directory_inventory_reads_every_yaml_source(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- precedence
 
-LEVELS = ["all inline", "group_vars/all", "parent inline", "group_vars/parent", "child inline",
+# Ansible's order (its VARIABLE_PRECEDENCE default, checked against ansible-inventory in
+# test_inventory_formats.py): every group's inventory vars come before any group_vars file.
+LEVELS = ["all inline", "parent inline", "child inline", "group_vars/all", "group_vars/parent",
           "group_vars/child", "host inline", "host_vars"]
 
 
@@ -151,14 +153,14 @@ def level_vars(j: int, indent: str = "") -> str:
 def test_precedence_all_group_child_host_host_vars(tmp_path: Path) -> None:
     hosts = (
         "all:\n  vars:\n" + level_vars(0, "    ")
-        + "  children:\n    parent:\n      vars:\n" + level_vars(2, "        ")
-        + "      children:\n        child:\n          vars:\n" + level_vars(4, "            ")
+        + "  children:\n    parent:\n      vars:\n" + level_vars(1, "        ")
+        + "      children:\n        child:\n          vars:\n" + level_vars(2, "            ")
         + "          hosts:\n            h1:\n" + level_vars(6, "              ")
     )
     inv = load(
         tmp_path, hosts,
-        group_vars__all=SITE + "\n" + level_vars(1),
-        group_vars__parent=level_vars(3),  # the extension-less file form
+        group_vars__all=SITE + "\n" + level_vars(3),
+        group_vars__parent=level_vars(4),  # the extension-less file form
         **{"group_vars__child.yaml": level_vars(5), "host_vars__h1.yml": level_vars(7)},
     )
     got = inv.hosts["h1"].vars

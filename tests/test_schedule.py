@@ -206,3 +206,10 @@ def test_interval_helpers() -> None:
     assert sched.on_calendar(45 * 60) is None and sched.on_calendar(7 * 86400) is None
     assert sched.human(5400) == "90m" and sched.human(90) == "90s"
     assert sched.systemd_quote("a b%$") == '"a b%%$$"' and sched.systemd_quote("web*,!db") == "web*,!db"
+
+
+def test_an_inventory_on_stdin_cannot_be_scheduled() -> None:
+    """A timer has no stdin: `--inventory -` (fine for a one-off run) is refused with what to do instead."""
+    r = schedule("--inventory", "-", "--every", "5m", "--print")
+    assert r.returncode == 1 and "not - (standard input)" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout == ""

@@ -94,7 +94,8 @@ def _shard(text: str) -> None:
 
 # The flags the remote tasks share (docs/ARCHITECTURE.md, "Conventions"); RunFlags has one field for each.
 SHARED: dict[str, Flag] = {f.name: f for f in (
-    Flag("inventory", str, None, "inventory file or dir", metavar="PATH",
+    Flag("inventory", str, None, "inventory file or dir (YAML, INI, ansible-inventory JSON), or - for stdin",
+         metavar="PATH",
          default_help="inventory/ or $WSGUARD_INVENTORY; the lab's: .lab/inventory.yml"),
     Flag("limit", str, None, "hosts or groups: names, globs, comma lists, !exclude", metavar="PATTERN"),
     Flag("connect_timeout", float, 10.0, "seconds to connect to a host", minimum=0.1, maximum=3600),

@@ -44,6 +44,7 @@ HISTORY_OWN = [
 def schedule(c: Context, flags: RunFlags, every: str, kind: str, remediate: bool, report: list[str] | None,
              history: str | None, print_: bool, install: bool, unit_dir: str | None) -> None:
     """Run verify on a schedule: a systemd service + timer (default) or a crontab line; --print or --install."""
+    from remediations.model.errors import InventoryError
     from remediations.model.inventory import resolve_inventory_path
     from remediations.output import schedule as sched
 
@@ -54,6 +55,10 @@ def schedule(c: Context, flags: RunFlags, every: str, kind: str, remediate: bool
     seconds = _every(every)
     if kind == "cron":
         sched.cron_fields(seconds)  # an interval cron cannot keep fails before anything else
+    if flags.inventory == "-":  # a timer has no stdin to read it from
+        raise InventoryError("schedule needs an inventory file or directory, not - (standard input)",
+                             hint="write the inventory to a file (e.g. `ansible-inventory -i SRC --list > "
+                                  "inventory.json`) and pass that")
     inv = os.path.abspath(resolve_inventory_path(flags.inventory))
     replace(flags, inventory=inv).hosts()  # the inventory loads and --limit matches, now rather than at the first run
     command, docs = sched.installation()
