@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import crossplane
@@ -59,6 +60,8 @@ def xparse(text: str) -> list[dict]:
 def x_skeleton(tree: list[dict], loc: list[str], ids: set[tuple[str, ...]]) -> list[object]:
     out: list[object] = []
     for d in tree:
+        if d["directive"] == "#":  # a comment among a directive's words: crossplane lists it even without comments=True
+            continue
         if "block" not in d:
             out.append((d["directive"], d["args"]))
             continue
@@ -79,14 +82,40 @@ def x_targets(tree: list[dict], loc: list[str]) -> list[list[dict]]:
     return found
 
 
+def crossplane_quirk(text: str) -> str | None:
+    """Why crossplane.parse cannot judge `text` (it reads it differently from nginx), or None."""
+    if re.search(r"\r(?!\n)", text):
+        return "a bare CR (crossplane reads files with universal newlines)"
+    if any(ch.isspace() and ch not in " \t\r\n" for ch in text):
+        return "a whitespace character nginx reads as part of a word"
+    for t in nginxconf._lex(text):
+        raw = text[t.start : t.end]
+        if t.kind != "word":
+            continue
+        if "\\" in raw or "\r" in raw:
+            return "an escape or a CR inside a word (crossplane keeps them as typed)"
+        if raw[0] not in "\"'" and ("}" in raw or "${" in raw):
+            return "'}' or `${` in a word (crossplane ends words at '}' and scans `${...}` its own way)"
+    return None
+
+
 def assert_contract(before: str, after: str, location: str, directives: list[str]) -> None:
-    """What ensure_directives promises, judged by crossplane and by plain line comparison."""
-    loc = location.split()
+    """What ensure_directives promises, judged by crossplane (where it reads the text as nginx does),
+    by our own reading otherwise, and by plain line comparison."""
+    loc = nginxconf._location_args(nginxconf._parse(before), location)
     wanted = {identity(*parse_directive(d)): parse_directive(d)[1] for d in directives}
-    old, new = xparse(before), xparse(after)
-    assert x_skeleton(old, loc, set(wanted)) == x_skeleton(new, loc, set(wanted))
-    for block in x_targets(new, loc):
-        got = [(identity(k["directive"], k["args"]), k["args"]) for k in block if "block" not in k]
+    if crossplane_quirk(before) is None:
+        old, new = xparse(before), xparse(after)
+        assert x_skeleton(old, loc, set(wanted)) == x_skeleton(new, loc, set(wanted))
+        targets = [[(k["directive"], k["args"]) for k in block if "block" not in k] for block in x_targets(new, loc)]
+    else:
+        tree = nginxconf._parse(after)
+        assert nginxconf._skeleton(nginxconf._parse(before), loc, set(wanted)) == nginxconf._skeleton(tree, loc,
+                                                                                                     set(wanted))
+        targets = [nginxconf._simple(b.block or []) for b in nginxconf._location_blocks(tree) if b.args == loc]
+    assert targets
+    for block in targets:
+        got = [(identity(n, a), a) for n, a in block]
         for ident, args in wanted.items():
             assert [a for i, a in got if i == ident] == [args]
     assert outside_lines(before, location) == outside_lines(after, location)
@@ -95,7 +124,7 @@ def assert_contract(before: str, after: str, location: str, directives: list[str
 
 def outside_lines(text: str, location: str) -> list[list[str]]:
     """The runs of lines that are not inside a target block (those must be byte-identical)."""
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")  # nginx's lines: a bare CR does not end one
     tree = nginxconf._parse(text)
     spans = [
         (text.count("\n", 0, b.start), text.count("\n", 0, b.end))
@@ -103,6 +132,8 @@ def outside_lines(text: str, location: str) -> list[list[str]]:
     ]
     runs, pos = [], 0
     for first, last in sorted(spans):
+        if first < pos:  # a target block nested in another one
+            continue
         runs.append(lines[pos:first])
         pos = last + 1
     runs.append(lines[pos:])
@@ -280,6 +311,160 @@ def test_helpers() -> None:
     assert nginxconf.render_directive("add_header", ["X", "a b", ""]) == 'add_header X "a b" ""'
 
 
+# --- the lexer is nginx's tokenizer (ngx_conf_read_token in src/core/ngx_conf_file.c) ----------
+
+def words(text: str) -> list[tuple[str, str]]:
+    return [(t.kind, t.value) for t in nginxconf._lex(text)]
+
+
+def stmts(text: str) -> list[tuple[str, list[str]]]:
+    return [(s.name, s.args) for s in nginxconf._walk(nginxconf._parse(text))]
+
+
+def test_a_paren_may_follow_a_closing_quote() -> None:
+    # need_space after a quote accepts ')' and starts the next word there: if's `(... = "")`
+    site = SITE.replace("proxy_buffering off;", (
+        'if ($http_upgrade = "") { return 426; }\n'
+        "        if ($request_method = 'OPTIONS') { return 204; }\n"
+        "        proxy_buffering off;"
+    ))
+    assert ("if", ["($http_upgrade", "=", "", ")"]) in stmts(site)
+    assert ("if", ["($request_method", "=", "OPTIONS", ")"]) in stmts(site)
+    assert stmts('a "x")y;') == [("a", ["x", ")y"])]
+    ensure(site)
+
+
+@pytest.mark.parametrize("bad", ['a "x"y;', 'a "x"#c\n;', 'location /a { a "x"}', "a 'x'\"y\";", 'a "x"\\;'])
+def test_a_closing_quote_wants_a_separator(bad: str) -> None:
+    with pytest.raises(NginxConfError, match="after a quoted string"):
+        nginxconf._parse(bad)
+
+
+def test_quotes_open_a_word_only_where_a_word_starts() -> None:
+    assert stmts('a b"c d"e;') == [("a", ['b"c', 'd"e'])]
+    with pytest.raises(NginxConfError):
+        nginxconf._parse("a 'it''s';")  # '' right after a closing quote: nginx refuses, so do we
+
+
+def test_backslashes_as_nginx_reads_them() -> None:
+    # outside and inside quotes: \" \' \\ \t \r \n are unescaped, any other \x stays as typed
+    assert stmts(r'a \"q\" "x\"y" b\\c d\.e "t\tn\n" \x;') == [("a", ['"q"', 'x"y', "b\\c", "d\\.e", "t\tn\n", "\\x"])]
+    assert stmts("a b\\ c;") == [("a", ["b\\ c"])]  # an escaped space does not separate
+    assert stmts("a b\\;c;") == [("a", ["b\\;c"])]  # nor does an escaped ';' end the statement
+    assert stmts('a "b\\"";') == [("a", ['b"'])]
+    with pytest.raises(NginxConfError):
+        nginxconf._parse("a b\\")
+
+
+def test_dollar_brace_and_braces_inside_words() -> None:
+    assert stmts("set $a ${b}c}d;") == [("set", ["$a", "${b}c}d"])]  # '}' inside a word is part of it
+    assert stmts("set $a ${b c;") == [("set", ["$a", "${b", "c"])]  # '${' needs no closing brace
+    assert stmts("set $a x${{{y;") == [("set", ["$a", "x${{{y"])]  # '{' after '$' (or after such '{') stays
+    assert stmts("map $a ${b}x {}") == [("map", ["$a", "${b}x"])]
+    assert stmts("map $a $b{}") == [("map", ["$a", "$b"])]  # '$b' then '{': the block opens
+
+
+def test_hash_starts_a_comment_only_where_a_word_could() -> None:
+    assert words("a b#c d;") == [("word", "a"), ("word", "b#c"), ("word", "d"), (";", ";")]
+    assert words("a #c d;\n;") == [("word", "a"), ("#", "#c d;"), (";", ";")]
+    assert stmts("a;#c\nb{#c\n}") == [("a", []), ("b", [])]
+
+
+def test_separators_are_nginx_s_four() -> None:
+    # only space, tab, CR and LF separate; a bare CR is one of them, a no-break space is not
+    assert stmts("a\rb\r;") == [("a", ["b"])]
+    assert stmts("a b\u00a0c\x0bd;") == [("a", ["b\u00a0c\x0bd"])]
+    assert words("# x\ry;\n") == [("#", "# x\ry;")]  # a comment runs to LF only
+    with pytest.raises(NginxConfError, match="unusual whitespace"):
+        parse_directive("proxy_read_timeout\u00a060s")  # in what we write, it would look like two words
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("a b", "missing ';' at end of file"), ('a "b"', "missing ';'"), ("a;\n}", "unexpected '}'"),
+    ("{", "unexpected '{'"), (";", "unexpected ';'"), ("a {", "never closed"), ("a { b }", "missing ';'"),
+    ('a "b', "unterminated"),
+])
+def test_where_nginx_refuses_we_refuse(text: str, error: str) -> None:
+    with pytest.raises(NginxConfError, match=error):
+        nginxconf._parse(text)
+
+
+@pytest.mark.parametrize(("body", "longest_ok"), [
+    ("x{n};", 4095), ("x{n} ;", 4094), ('"x{n}";', 4094), ('"x{n}" ;', 4093), ('"x{n}")y;', 4094),
+    ("#x{n}\na;", 4094),
+])
+def test_a_token_must_fit_nginx_s_read_buffer(body: str, longest_ok: int) -> None:
+    # NGX_CONF_BUFFER is 4096 bytes and refilled from the token's start; nginx 1.22 -t agrees at
+    # each of these boundaries (tests/test_nginx_corpus.py checks it against nginx itself)
+    def text(n: int) -> str:
+        return "a " + body.replace("x{n}", "x" * n) + "\nb;\n"
+    nginxconf._parse(text(longest_ok))
+    with pytest.raises(NginxConfError, match="too long parameter"):
+        nginxconf._parse(text(longest_ok + 1))
+    # bytes, not characters
+    with pytest.raises(NginxConfError, match="too long parameter"):
+        nginxconf._parse(text(longest_ok + 1).replace("xx", "é"))  # about half as many characters
+    with pytest.raises(NginxConfError, match="too long parameter"):
+        nginxconf._parse(text(longest_ok + 1).replace("xxxx", "\U0001f600"))  # a quarter
+
+
+def test_last_directive_sharing_the_brace_line() -> None:
+    site = SITE.replace("proxy_buffering off;\n    }", "proxy_buffering off; }")
+    out = ensure(site, directives=["proxy_socket_keepalive on", "keepalive_timeout 86400s"])
+    assert out == site.replace(
+        "        proxy_buffering off; }",
+        "        proxy_buffering off;\n        proxy_socket_keepalive on;\n        keepalive_timeout 86400s; }",
+    )
+    crlf = site.replace("\n", "\r\n")
+    assert ensure(crlf, directives=["proxy_socket_keepalive on"]) == crlf.replace(
+        "proxy_buffering off; }", "proxy_buffering off;\r\n        proxy_socket_keepalive on; }")
+    # a nested block's '}' on that line, and a block whose only own-line child is its first
+    nested = "server {\n  location /ws/ { proxy_pass http://x;\n    if ($a) { return 403; } }\n}\n"
+    assert ensure(nested, directives=["proxy_buffering off"]) == nested.replace(
+        "return 403; } }", "return 403; }\n    proxy_buffering off; }")
+    multi = "location /ws/ { proxy_pass 'a\nb'; }\n"  # no child starts a line: one unit deeper than the block
+    assert ensure(multi, directives=["proxy_buffering off"]) == multi.replace(
+        "b'; }", "b';\n    proxy_buffering off; }")
+
+
+def test_quoted_locations_round_trip() -> None:
+    site = (
+        "server {\n"
+        '    location "/a b" {\n        proxy_pass http://x;\n    }\n'
+        '    location ~ "^/ws(/|$)" {\n        proxy_pass http://y;\n    }\n'
+        "    location ~* \\.(png|jpg)$ {\n        expires 1d;\n    }\n"
+        "    location = \"\" {\n    }\n"
+        "}\n"
+    )
+    listed = list_locations(site)
+    assert listed == ['"/a b"', "~ ^/ws(/|$)", "~* \\.(png|jpg)$", '= ""']
+    for loc in listed:  # what list_locations prints names the block it came from
+        assert location_blocks(site, loc)
+        ensure(site, loc, ["proxy_buffering off"])
+    # the other spellings: as written in the file, and the plain one older listings printed
+    for loc, kids in [('~ "^/ws(/|$)"', 1), ("/a b", 1), ('"/a b"', 1), ("\\.(png|jpg)$", 0)]:
+        if kids:
+            assert len(location_blocks(site, loc)) == kids
+        else:
+            with pytest.raises(LocationNotFound):
+                location_blocks(site, loc)
+    out = ensure(site, "/a b", ["proxy_buffering off"])
+    assert '    location "/a b" {\n        proxy_pass http://x;\n        proxy_buffering off;\n    }' in out
+
+
+def test_plain_spelling_that_fits_two_blocks_is_refused() -> None:
+    site = 'location "~ a" b {}\nlocation ~ "a b" {}\n'  # both print as `~ a b` without quotes
+    with pytest.raises(LocationNotFound, match="ambiguous"):
+        ensure_directives(site, "~ a b", ["proxy_buffering off"])
+    assert ensure(site, '~ "a b"', ["proxy_buffering off"]).count("proxy_buffering off;") == 1
+
+
+def test_render_quotes_only_what_needs_it() -> None:
+    render = nginxconf.render_directive
+    assert render("x", ["\\.php$", "^/a\\d+$", "a b", "", "a\\nb", 'q"', "}", "a\\"]) == (
+        'x \\.php$ ^/a\\d+$ "a b" "" "a\\\\nb" "q\\"" "}" "a\\\\"')
+
+
 # --- properties ----------------------------------------------------------------------------
 
 SIMPLE = [
@@ -311,6 +496,8 @@ def configs(draw: st.DrawFn) -> str:
         body = [unit + (k if not k or k.startswith("#") else k + ";") for k in kids]
         at = draw(st.integers(0, len(body)))
         body[at:at] = [unit + line for line in lines]
+        if body and body[-1].strip() and not body[-1].lstrip().startswith("#") and draw(st.booleans()):
+            return [f"{header} {{", *body[:-1], body[-1] + " }"]  # `proxy_buffering off; }`
         return [f"{header} {{", *body, "}"]
 
     servers = []
@@ -370,3 +557,10 @@ def test_fuzz_directive_strings(s: str) -> None:
     except NginxConfError:
         return
     assert parse_directive(nginxconf.render_directive(name, args)) == (name, args)
+
+
+@PROPS
+@given(st.text())
+def test_property_listed_spelling_reads_back(a: str) -> None:
+    # what list_locations and render_directive print for an arg is one word nginx reads back unchanged
+    assert [(t.kind, t.value) for t in nginxconf._lex(nginxconf._quote(a))] == [("word", a)]
